@@ -1,0 +1,1 @@
+"""tap-analytics: a Singer tap for Scuba/Interana, Alation and IntelePeer Insights."""
