@@ -15,30 +15,16 @@ from singer_sdk.plugin_base import _ConfigInput
 
 from tap_analytics import alation, insights, scuba
 from tap_analytics.alation.settings import SETTINGS as ALATION_SETTINGS
-from tap_analytics.common.errors import ConfigError, TapAnalyticsError, one_line, redact
+from tap_analytics.common.errors import (
+    SECRET_WORDS,
+    ConfigError,
+    TapAnalyticsError,
+    config_secrets,
+    one_line,
+    redact,
+)
 from tap_analytics.insights.settings import SETTINGS as INSIGHTS_SETTINGS
 from tap_analytics.scuba.settings import SETTINGS as SCUBA_SETTINGS
-
-SECRET_WORDS = ("token", "password", "private_key", "secret", "passphrase")
-
-
-def config_secrets(config: t.Mapping[str, t.Any] | None) -> list[str]:
-    """Every secret string in a config (by setting name), for redaction."""
-    found: list[str] = []
-
-    def walk(node: t.Any, key: str = "") -> None:
-        if isinstance(node, t.Mapping):
-            for k, v in node.items():
-                walk(v, str(k))
-        elif isinstance(node, list):
-            for v in node:
-                walk(v, key)
-        elif isinstance(node, str) and any(w in key for w in SECRET_WORDS):
-            found.append(node)
-
-    walk(config or {})
-    return found
-
 
 class TapAnalytics(Tap):
     """Singer tap for Scuba/Interana, Alation and IntelePeer Insights."""

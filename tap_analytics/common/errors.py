@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing as t
 
 _MAX_DETAIL = 300
 
@@ -47,3 +48,24 @@ def redact(text: str, secrets: list[str] | tuple[str, ...]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
+
+
+SECRET_WORDS = ("token", "password", "private_key", "secret", "passphrase")
+
+
+def config_secrets(config: t.Mapping[str, t.Any] | None) -> list[str]:
+    """Every secret string in a config (found by setting name), for redaction."""
+    found: list[str] = []
+
+    def walk(node: t.Any, key: str = "") -> None:
+        if isinstance(node, t.Mapping):
+            for k, v in node.items():
+                walk(v, str(k))
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, str) and any(w in key for w in SECRET_WORDS):
+            found.append(node)
+
+    walk(config or {})
+    return found

@@ -11,7 +11,7 @@ import requests
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_analytics.common.errors import one_line, redact
+from tap_analytics.common.errors import config_secrets, one_line, redact
 
 if t.TYPE_CHECKING:
     from backoff._typing import Details
@@ -59,22 +59,7 @@ class AnalyticsStream(RESTStream):
     @property
     def secrets(self) -> list[str]:
         """Every secret value of the config, for redaction."""
-        found: list[str] = []
-
-        def walk(node: t.Any, key: str = "") -> None:
-            if isinstance(node, dict):
-                for k, v in node.items():
-                    walk(v, k)
-            elif isinstance(node, list):
-                for v in node:
-                    walk(v, key)
-            elif isinstance(node, str) and any(
-                word in key for word in ("token", "password", "private_key", "secret")
-            ):
-                found.append(node)
-
-        walk(dict(self.config))
-        return found
+        return config_secrets(self.config)
 
     @property
     def requests_session(self) -> requests.Session:
