@@ -82,7 +82,7 @@ def test_every_accepted_string_format_round_trips_to_the_same_instant(
         tz = UTC
         zone = {"Z": "Z", "z": "z", "UTC": "UTC", "none": ""}[style]
     elif style == "hours":
-        tz = dt.timezone(dt.timedelta(hours=int(tz.utcoffset(None).total_seconds() // 3600)))
+        tz = dt.timezone(dt.timedelta(hours=int(tz.utcoffset(None).total_seconds() / 3600)))
         zone = offset_text(tz, "colon")[:3]
     else:
         zone = offset_text(tz, style)

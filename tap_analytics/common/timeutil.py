@@ -21,12 +21,21 @@ def parse_datetime(value: str | int | float | dt.datetime) -> dt.datetime:
     length, 'Z', '+HH:MM', '+HHMM' or no offset (taken as UTC), and epoch milliseconds.
     Raises ValueError on anything else.
     """
+    try:
+        return _parse_datetime(value)
+    except (OverflowError, OSError) as exc:  # out of the calendar's range
+        raise ValueError(f"not a timestamp: {value!r}") from exc
+
+
+def _parse_datetime(value: str | int | float | dt.datetime) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, bool):
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, (int, float)):
         return from_epoch_ms(value)
+    if not isinstance(value, str):
+        raise ValueError(f"not a timestamp: {value!r}")
     text = value.strip()
     m = _ISO_RE.match(text)
     if not m:
@@ -50,7 +59,8 @@ def format_datetime(value: dt.datetime) -> str:
     """RFC 3339 in UTC with microseconds and '+00:00': one fixed width, so string order
     equals time order (the SDK compares bookmarks as strings)."""
     value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    # isoformat always writes 4 year digits (strftime's %Y does not below year 1000).
+    return value.isoformat(timespec="microseconds")
 
 
 def normalize(value: str | int | float | dt.datetime | None) -> str | None:
