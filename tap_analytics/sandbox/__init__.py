@@ -58,11 +58,7 @@ class Sandbox:
             cls = getattr(importlib.import_module(module_name), class_name)
             service = cls(seed=self.seed, scale=self.scale)
             if self.faults is not None:
-                service.faults = Faults(**{
-                    k: getattr(self.faults, k)
-                    for k in ("error_rate", "reset_rate", "malformed_rate",
-                              "latency_seconds", "seed")
-                })
+                service.faults = self.faults.copy()
             server = ServiceServer(service, port=self.ports.get(name, 0)).start()
             self._servers.append(server)
             self.services[name] = service

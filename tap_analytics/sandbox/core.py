@@ -6,6 +6,7 @@ A service subclasses `Service` and implements `handle(request) -> Response`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import socket
@@ -62,6 +63,16 @@ class Faults:
     malformed_rate: float = 0.0  # cut a 200 JSON body in half
     latency_seconds: float = 0.0  # added to every answer
     seed: int = 0
+    #: Announce the full Content-Length, send half the body, drop the connection
+    #: (a transfer cut mid-body: the client sees an incomplete read).
+    truncate_rate: float = 0.0
+    #: Statuses that `error_rate` picks from.
+    error_statuses: tuple[int, ...] = (500, 502, 503)
+    #: Only requests whose path starts with one of these prefixes get faults (empty: all).
+    paths: tuple[str, ...] = ()
+    #: Scripted answers: called with each request before the service; a Response it
+    #: returns is sent as is (e.g. an HTML error page, a wrong-shaped body).
+    override: t.Callable[[Request], Response | None] | None = field(default=None, repr=False)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,9 +83,22 @@ class Faults:
         with self._lock:
             return self._rng.random()
 
+    def applies_to(self, path: str) -> bool:
+        return not self.paths or any(path.startswith(p) for p in self.paths)
+
     @property
     def active(self) -> bool:
-        return bool(self.error_rate or self.reset_rate or self.malformed_rate or self.latency_seconds)
+        return bool(
+            self.error_rate or self.reset_rate or self.malformed_rate or self.latency_seconds
+            or self.truncate_rate or self.override
+        )
+
+    def copy(self) -> Faults:
+        """A fresh Faults with the same settings (and a fresh RNG from the same seed)."""
+        return Faults(**{
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if not f.name.startswith("_")
+        })
 
 
 @dataclass
@@ -84,7 +108,7 @@ class LoggedRequest:
     path: str
     query: dict[str, list[str]]
     time: float
-    status: int
+    status: int  # 0: connection reset before answering; -N: status N, body cut mid-transfer
 
 
 class Service:
@@ -122,6 +146,9 @@ class Service:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK
+    # stall every keep-alive answer by ~40 ms.
+    disable_nagle_algorithm = True
     server: ServiceServer
 
     def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002
@@ -141,14 +168,22 @@ class _Handler(BaseHTTPRequestHandler):
             time=time.time(),
         )
         faults = service.faults
-        if faults.latency_seconds:
+        faulty = faults.applies_to(request.path)
+        if faults.latency_seconds and faulty:
             time.sleep(faults.latency_seconds)
-        if faults.reset_rate and faults.roll() < faults.reset_rate:
+        if faulty and faults.override is not None:
+            scripted = faults.override(request)
+            if scripted is not None:
+                self._log(service, request, scripted.status)
+                self._send(scripted)
+                return
+        if faulty and faults.reset_rate and faults.roll() < faults.reset_rate:
             self._log(service, request, 0)
             self._reset()
             return
-        if faults.error_rate and faults.roll() < faults.error_rate:
-            status = (500, 502, 503)[int(faults.roll() * 3) % 3]
+        if faulty and faults.error_rate and faults.roll() < faults.error_rate:
+            statuses = faults.error_statuses or (500,)
+            status = statuses[int(faults.roll() * len(statuses)) % len(statuses)]
             self._log(service, request, status)
             self._send(Response(status=status, body=b"<html>Bad gateway</html>",
                                 content_type="text/html"))
@@ -158,12 +193,24 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - a sandbox bug answers 500, visibly
             response = json_response({"error": "Server error", "message": repr(exc)}, 500)
         if (
-            response.faultable
+            faulty
+            and response.faultable
             and response.status == 200
             and faults.malformed_rate
             and faults.roll() < faults.malformed_rate
         ):
             response.body = response.body[: max(1, len(response.body) // 2)]
+        if (
+            faulty
+            and response.faultable
+            and response.status == 200
+            and len(response.body) > 1
+            and faults.truncate_rate
+            and faults.roll() < faults.truncate_rate
+        ):
+            self._log(service, request, -response.status)
+            self._send(response, cut=True)
+            return
         self._log(service, request, response.status)
         self._send(response)
 
@@ -184,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _send(self, response: Response) -> None:
+    def _send(self, response: Response, *, cut: bool = False) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -192,6 +239,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
+            if cut:  # half the announced body, then the connection drops
+                self.wfile.write(response.body[: len(response.body) // 2])
+                self.wfile.flush()
+                self._reset()
+                return
             self.wfile.write(response.body)
 
     do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _serve  # noqa: N815
