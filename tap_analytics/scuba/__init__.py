@@ -1,13 +1,63 @@
-"""The scuba API family: settings, client, streams."""
+"""The scuba API family (Scuba, formerly Interana): settings, client, streams."""
 
 from __future__ import annotations
 
 import typing as t
+from urllib.parse import urlparse
+
+from tap_analytics.common.errors import ConfigError
 
 if t.TYPE_CHECKING:
     from singer_sdk import Stream, Tap
 
 
+def _positive(block: dict, name: str, *, integer: bool) -> None:
+    value = block.get(name)
+    if value is None:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+        raise ConfigError(f"scuba.{name}", f"must be a positive {'integer' if integer else 'number'}")
+
+
+def validate(block: t.Any) -> None:
+    """Check the `scuba` block; raise ConfigError naming the setting (never a secret)."""
+    if not isinstance(block, dict):
+        raise ConfigError("scuba", "must be an object")
+    base_url = block.get("base_url")
+    if not isinstance(base_url, str) or not base_url.strip():
+        raise ConfigError("scuba.base_url", "is required")
+    parsed = urlparse(base_url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(
+            "scuba.base_url", "must be an http(s) URL such as https://my_cluster.scuba.io"
+        )
+    token = block.get("api_token")
+    if not isinstance(token, str) or not token.strip():
+        raise ConfigError("scuba.api_token", "is required (a non-empty API token)")
+    _positive(block, "window_days", integer=False)
+    _positive(block, "max_tries", integer=True)
+    _positive(block, "request_timeout_seconds", integer=True)
+    value = block.get("min_seconds_between_queries")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or value < 0):
+        raise ConfigError("scuba.min_seconds_between_queries", "must be a number >= 0")
+
+
 def discover(tap: Tap) -> list[Stream]:
-    """Streams of this family for the tap's config (validated here, one clear line)."""
-    return []
+    """Streams of this family for the tap's config (validated here, one clear line).
+
+    Never sends a query: schemas come from the entry (declared, or derived from the v1
+    query object), so discovery costs no quota.
+    """
+    block = tap.config.get("scuba")
+    if block is None:
+        return []
+    validate(block)
+    from tap_analytics.scuba.entries import parse_entries  # noqa: PLC0415
+    from tap_analytics.scuba.limiter import runtime_for  # noqa: PLC0415
+    from tap_analytics.scuba.streams import STREAM_CLASSES  # noqa: PLC0415
+
+    entries = parse_entries(block)
+    runtime = runtime_for(tap, float(block.get("min_seconds_between_queries", 1.0)))
+    return [STREAM_CLASSES[e.kind](tap, e, runtime) for e in entries]
