@@ -23,6 +23,7 @@ from tap_analytics.common.errors import (
     one_line,
     redact,
 )
+from tap_analytics.common.fastpath import FastSingerWriter
 from tap_analytics.insights.settings import SETTINGS as INSIGHTS_SETTINGS
 from tap_analytics.scuba.settings import SETTINGS as SCUBA_SETTINGS
 
@@ -30,6 +31,8 @@ class TapAnalytics(Tap):
     """Singer tap for Scuba/Interana, Alation and IntelePeer Insights."""
 
     name = "tap-analytics"
+    #: msgspec lines, buffered between STATE messages (common/fastpath.py)
+    message_writer_class = FastSingerWriter
     package_name = "tap-analytics"
 
     capabilities: t.ClassVar[list] = [
@@ -115,6 +118,7 @@ class TapAnalytics(Tap):
             validate_config=True,
         )
         tap.sync_all()
+        tap.message_writer.flush()  # FastSingerWriter: the last buffered lines
         if tap.deferred_errors:
             raise tap.deferred_errors[0]
 

@@ -12,6 +12,7 @@ from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_analytics.common.errors import config_secrets, one_line, redact
+from tap_analytics.common.fastpath import FastRecordsMixin
 
 if t.TYPE_CHECKING:
     from backoff._typing import Details
@@ -42,7 +43,7 @@ def body_detail(response: requests.Response) -> str:
     return one_line(text, 200)
 
 
-class AnalyticsStream(RESTStream):
+class AnalyticsStream(FastRecordsMixin, RESTStream):
     """Base for all REST streams of the tap.
 
     Subclasses set `source_name` ("Alation", "Scuba", "Insights") and

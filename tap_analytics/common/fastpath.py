@@ -1,0 +1,456 @@
+"""The per-record fast path: a buffered msgspec message writer and precompiled conformers.
+
+On singer-sdk 0.54.9 about 80% of a record's CPU goes to the SDK's per-record path:
+`pop_deselected_record_properties` (a selection walk even when everything is selected),
+`_conform_record_data_types` (re-reads the JSON schema for every field of every record),
+a `RecordMessage` + `to_dict()`, simplejson encoding and a stdout flush per message.
+This module does the same work once per stream where it can and per record where it must:
+
+- `compile_conformer(schema)` turns a stream schema into a closure that gives exactly the
+  SDK's `conform_record_data_types` result (RECURSIVE level: date-times, dates, bytes,
+  NaN/inf -> null, exclusive booleans, nested objects, uniform lists, unmapped properties
+  dropped or kept by `additionalProperties`) but returns the record itself when nothing
+  needs to change, which is the common case for JSON-born records.
+- The deselection pass is skipped when every property is selected.
+- `FastSingerWriter` encodes with msgspec straight into one byte buffer (a RECORD line is
+  assembled from a per-stream prefix, the encoded record and a suffix) and writes it to
+  `sys.stdout.buffer` in large chunks. See the class for when it flushes and why a killed
+  process loses nothing.
+- Stream maps, flattening, non-recursive conformance levels or another message writer:
+  the stream takes the SDK's own path (`FastRecordsMixin.fast_path_enabled` decides).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import typing as t
+import weakref
+
+import msgspec
+from singer_sdk.helpers._catalog import pop_deselected_record_properties
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.singerlib.encoding.base import GenericSingerWriter
+from singer_sdk.singerlib.encoding.simple import RecordMessage
+
+if t.TYPE_CHECKING:
+    from singer_sdk.singerlib.encoding.simple import Message
+
+UTC = dt.timezone.utc
+
+#: Write the buffer out when it grows beyond this many bytes even without a STATE
+#: (a stream without bookmarks emits no STATE until its end): bounds the memory.
+DEFAULT_MAX_BUFFER_BYTES = 8 * 1024 * 1024
+
+#: Value types the SDK's primitive conformer returns unchanged (bool is an int subclass,
+#: but type() is exact, so list it too).
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def _enc_hook(obj: t.Any) -> t.Any:
+    """As the SDK's simplejson default: isoformat for date-times, str() for the rest."""
+    return obj.isoformat(sep="T") if isinstance(obj, dt.datetime) else str(obj)
+
+
+#: Characters msgspec writes raw that `str.splitlines()` (and some JSON-lines readers)
+#: treat as line breaks. In JSON they can only occur inside strings, where the escaped
+#: form means the same; the SDK's simplejson (ensure_ascii) escapes them too.
+_LINE_BREAKERS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"),
+                  (b"\xc2\x85", b"\\u0085"))
+
+
+def escape_line_breakers(data: bytes | bytearray) -> bytes | bytearray:
+    """JSON text with U+2028, U+2029 and U+0085 written as escapes."""
+    if b"\xe2\x80" in data or b"\xc2\x85" in data:
+        for raw, escaped in _LINE_BREAKERS:
+            data = data.replace(raw, escaped)
+    return data
+
+
+def _isoformat_datetimes(node: t.Any) -> t.Any:
+    if isinstance(node, dt.datetime):
+        return node.isoformat(sep="T")
+    if isinstance(node, dict):
+        return {k: _isoformat_datetimes(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_isoformat_datetimes(v) for v in node]
+    return node
+
+
+def make_encoder() -> msgspec.json.Encoder:
+    return msgspec.json.Encoder(enc_hook=_enc_hook, decimal_format="number")
+
+
+# --------------------------------------------------------------------------------------
+# Conforming
+# --------------------------------------------------------------------------------------
+Conformer = t.Callable[[dict, list], dict]
+
+
+def _sdk_typing() -> t.Any:
+    # Checked against singer-sdk 0.54.9: the schema predicates and the primitive
+    # conformer live in the private module `singer_sdk.helpers._typing`. Using the SDK's
+    # own functions (at compile time, and for rare non-plain values) keeps its semantics.
+    from singer_sdk.helpers import _typing  # noqa: PLC0415
+
+    return _typing
+
+
+def compile_conformer(schema: dict, parent: str | None = None) -> Conformer:
+    """A function `conform(record, unmapped) -> record` equal to the SDK's RECURSIVE
+    `_conform_record_data_types(record, schema, RECURSIVE, parent)`; property paths it
+    drops are appended to `unmapped`. The input record is returned as is (not copied)
+    when no field changes."""
+    typing_ = _sdk_typing()
+    properties: dict = schema.get("properties") or {}
+    keep_unknown = bool(schema.get("additionalProperties"))
+    #: name -> None (plain: SDK primitive conform) or a per-value function
+    specs: dict[str, t.Callable[[t.Any], t.Any] | None] = {}
+    for name, prop_schema in properties.items():
+        specs[name] = _compile_property(name, prop_schema, parent, typing_)
+
+    missing = object()
+    plain = _PLAIN_TYPES
+    primitive = typing_._conform_primitive_property
+
+    def conform(record: dict, unmapped: list) -> dict:
+        changed: dict | None = None
+        dropped: list | None = None
+        for key, value in record.items():
+            spec = specs.get(key, missing)
+            if spec is None:
+                if value.__class__ in plain:
+                    continue
+                new = primitive(value, properties[key])
+            elif spec is missing:
+                if keep_unknown:
+                    continue
+                unmapped.append(key if parent is None else f"{parent}.{key}")
+                if dropped is None:
+                    dropped = []
+                dropped.append(key)
+                continue
+            else:
+                new = spec(value, unmapped)
+            if new is not value:
+                if changed is None:
+                    changed = {}
+                changed[key] = new
+        if changed is None and dropped is None:
+            # The SDK would build an equal copy; the record is serialised right away.
+            return record
+        changed = changed or {}
+        skip = frozenset(dropped or ())
+        return {
+            key: changed[key] if key in changed else value
+            for key, value in record.items()
+            if key not in skip
+        }
+
+    return conform
+
+
+def _compile_property(
+    name: str, prop_schema: dict, parent: str | None, typing_: t.Any
+) -> t.Callable[[t.Any, list], t.Any] | None:
+    """None for a plain property; otherwise the per-value conformer of the SDK rules."""
+    path = name if parent is None else f"{parent}.{name}"
+    primitive = typing_._conform_primitive_property
+    uniform_list = bool(typing_.is_uniform_list(prop_schema))
+    object_with_props = bool(typing_.is_object_type(prop_schema)) and "properties" in prop_schema
+    exclusive_bool = typing_._is_exclusive_boolean_type(prop_schema)
+    if not (uniform_list or object_with_props or exclusive_bool):
+        return None
+
+    sub = compile_conformer(prop_schema, path) if object_with_props else None
+    item_schema = prop_schema.get("items") if uniform_list else None
+    item_is_object = bool(item_schema is not None and typing_.is_object_type(item_schema))
+    item_sub = (
+        compile_conformer(item_schema, path)
+        if item_is_object and "properties" in (item_schema or {})
+        else None
+    )
+
+    def conform_value(value: t.Any, unmapped: list) -> t.Any:
+        if uniform_list and isinstance(value, list):
+            out = []
+            same = True
+            for item in value:
+                if item_is_object and isinstance(item, dict):
+                    # (an object item schema without properties fails in the SDK; kept)
+                    new = item if item_sub is None else item_sub(item, unmapped)
+                else:
+                    new = primitive(item, item_schema)
+                same = same and new is item
+                out.append(new)
+            return value if same else out
+        if sub is not None and isinstance(value, dict):
+            return sub(value, unmapped)
+        return primitive(value, prop_schema)
+
+    return conform_value
+
+
+# --------------------------------------------------------------------------------------
+# The message writer
+# --------------------------------------------------------------------------------------
+_LIVE_WRITERS: weakref.WeakSet[FastSingerWriter] = weakref.WeakSet()
+
+
+class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
+    """Singer messages as msgspec-encoded lines, buffered, written in large chunks.
+
+    When bytes reach stdout:
+    - RECORD lines are buffered. Every other message (STATE, SCHEMA, ACTIVATE_VERSION,
+      BATCH) is appended and the whole buffer is written and flushed at once, so a STATE
+      always reaches the target together with, and after, every record it covers.
+    - At the end of each stream (`FastRecordsMixin.finalize_state_progress_markers`) and
+      of the sync (`TapAnalytics.invoke`).
+    - When the buffer passes `max_buffer_bytes` (a stream without bookmarks emits no STATE
+      until its end; this bounds the memory).
+
+    Why a killed process loses nothing: what a killed process had not written is only
+    records after its last written STATE. The bookmark in that STATE does not cover them,
+    so the next run (from that STATE) extracts them again. The one case where records
+    after the last STATE do reach the target is the size-bound write: those records are
+    re-sent by the resumed run (at-least-once, Singer's usual contract, and what the stock
+    SDK does for every record); targets merge them on the key properties. A STATE is
+    never written ahead of a record it covers.
+
+    Lines are always whole: the buffer is written as a unit of complete lines. When
+    stdout has no binary buffer (e.g. `contextlib.redirect_stdout(io.StringIO())` in
+    tests), each message is written as text at once.
+    """
+
+    def __init__(self, max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES) -> None:
+        super().__init__()
+        self.max_buffer_bytes = max_buffer_bytes
+        self.encoder = make_encoder()
+        self._buffer = bytearray()
+        self._target: t.Any = None  # the binary stream the buffer is meant for
+        self._writing = False
+        _LIVE_WRITERS.add(self)
+
+    # -- encoding --------------------------------------------------------------------
+    def serialize_message(self, message: Message) -> bytes:
+        data = message.to_dict()
+        if data.get("type") == "RECORD":
+            stamp = data.get("time_extracted")
+            if isinstance(stamp, dt.datetime):  # as simplejson's default: isoformat
+                data["time_extracted"] = stamp.isoformat(sep="T")
+        else:  # SCHEMA/STATE/...: rare, so convert any date-time as the SDK would
+            data = _isoformat_datetimes(data)
+        return self.encoder.encode(data) + b"\n"
+
+    # -- writing ---------------------------------------------------------------------
+    @staticmethod
+    def _binary_stdout() -> t.Any:
+        return getattr(sys.stdout, "buffer", None)
+
+    def write_message(self, message: Message) -> None:
+        line = self.serialize_message(message)
+        is_record = getattr(message, "type", None) == "RECORD"
+        self.write_line(line, final=not is_record)
+
+    def write_line(self, line: bytes | bytearray, *, final: bool = False) -> None:
+        """Append one complete line; `final=True` writes the buffer out now."""
+        target = self._binary_stdout()
+        if target is None:  # text-only stdout: no buffering, no bytes
+            self.flush()
+            sys.stdout.write(bytes(escape_line_breakers(line)).decode("utf-8"))
+            return
+        if target is not self._target:
+            self.flush()
+            self._target = target
+        self._buffer += line
+        if final or len(self._buffer) >= self.max_buffer_bytes:
+            self.flush()
+
+    def record_buffer(self) -> bytearray | None:
+        """The byte buffer a caller may append complete RECORD lines to (then call
+        `record_appended()`), or None when stdout takes text only."""
+        target = self._binary_stdout()
+        if target is None:
+            return None
+        if target is not self._target:
+            self.flush()
+            self._target = target
+        return self._buffer
+
+    def record_appended(self) -> None:
+        if len(self._buffer) >= self.max_buffer_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered line and flush stdout."""
+        if self._writing or not self._buffer:
+            # Re-entered from a signal handler while writing: the outer call writes it.
+            return
+        target = self._target
+        if target is None:
+            self._buffer.clear()
+            return
+        self._writing = True
+        try:
+            sys.stdout.flush()  # anything printed as text goes first
+            data = self._buffer
+            self._buffer = bytearray()
+            target.write(escape_line_breakers(data))
+            target.flush()
+        finally:
+            self._writing = False
+
+    def pending_bytes(self) -> int:
+        return len(self._buffer)
+
+
+def flush_all_writers() -> None:
+    """Flush every live FastSingerWriter (e.g. for code that calls `sync_all` itself)."""
+    for writer in list(_LIVE_WRITERS):
+        writer.flush()
+
+
+# --------------------------------------------------------------------------------------
+# The per-stream fast path
+# --------------------------------------------------------------------------------------
+class RecordFastPath:
+    """Per stream: the compiled conformer, the line prefix, the selection decision."""
+
+    def __init__(self, stream: t.Any, schema: dict, writer: t.Any, version: int | None,
+                 mask: t.Any, alias: str) -> None:
+        self.stream_name = stream.name
+        self.logger: logging.Logger = stream.logger
+        self.schema = schema
+        self.full_schema = stream.schema
+        self.writer = writer if isinstance(writer, FastSingerWriter) else None
+        self.encoder = self.writer.encoder if self.writer else make_encoder()
+        self.conform = compile_conformer(schema)
+        self.mask = mask
+        #: Skip `pop_deselected_record_properties` when everything is selected (the mask
+        #: resolves every missing breadcrumb to its parent's value, so all-True is all).
+        self.all_selected = all(mask.values())
+        self.version = version
+        self.prefix = b'{"type":"RECORD","stream":' + self.encoder.encode(alias) + b',"record":'
+        self.suffix_head = (
+            b"" if version is None else b',"version":' + str(int(version)).encode()
+        ) + b',"time_extracted":"'
+        self._warned: set[tuple[str, ...]] = set()
+
+    def _warn_unmapped(self, unmapped: list[str]) -> None:
+        key = tuple(unmapped)
+        if key not in self._warned:
+            self._warned.add(key)
+            self.logger.warning(
+                "Properties %s were present in the '%s' stream but not found in catalog "
+                "schema. Ignoring.", key, self.stream_name,
+            )
+
+    def conformed(self, record: dict) -> dict:
+        if not self.all_selected:
+            pop_deselected_record_properties(record, self.full_schema, self.mask)
+        unmapped: list[str] = []
+        out = self.conform(record, unmapped)
+        if unmapped:
+            self._warn_unmapped(unmapped)
+        return out
+
+    def write(self, record: dict, fallback_write: t.Callable[[dict, str], None]) -> None:
+        out = self.conformed(record)
+        # As the SDK's RecordMessage: time_extracted = utc_now(), isoformat(sep="T").
+        now = dt.datetime.now(UTC).isoformat(sep="T")
+        buffer = self.writer.record_buffer() if self.writer is not None else None
+        if buffer is None:
+            fallback_write(out, now)
+            return
+        buffer += self.prefix
+        self.encoder.encode_into(out, buffer, -1)
+        buffer += self.suffix_head
+        buffer += now.encode()
+        buffer += b'"}\n'
+        self.writer.record_appended()  # type: ignore[union-attr]
+
+
+def sdk_internals(stream: t.Any) -> tuple[t.Any, int | None]:
+    """(the stream's tap, the RECORD `version`) of a singer-sdk stream.
+
+    Checked against singer-sdk 0.54.9: the SDK keeps both in private members
+    (`Stream._tap`, `Stream._stream_version`). This is the one place the tap reads them.
+    """
+    return stream._tap, stream._stream_version  # noqa: SLF001
+
+
+def fast_path_for(stream: t.Any) -> RecordFastPath | None:
+    """The stream's RecordFastPath, or None where the SDK's own path must run."""
+    cached = stream.__dict__.get("_fast_path_cache")
+    schema = stream.effective_schema
+    tap, version = sdk_internals(stream)
+    if cached is not None and cached[0] is schema and cached[1] == version:
+        return cached[2]
+    fast: RecordFastPath | None = None
+    maps = stream.stream_maps
+    if (
+        getattr(stream, "fast_path_enabled", True)
+        and stream.TYPE_CONFORMANCE_LEVEL == TypeConformanceLevel.RECURSIVE
+        and len(maps) == 1
+        and isinstance(maps[0], SameRecordTransform)
+        and not maps[0].flattening_enabled
+    ):
+        fast = RecordFastPath(
+            stream, schema, tap.message_writer, version, stream.mask, maps[0].stream_alias
+        )
+    stream.__dict__["_fast_path_cache"] = (schema, version, fast)
+    return fast
+
+
+class FastRecordsMixin:
+    """Mix into a singer-sdk Stream (before the SDK class) for the fast per-record path.
+
+    Falls back to the SDK's own path when a stream map or flattening is configured, or the
+    stream conforms at another level than RECURSIVE. `fast_path_enabled = False` on a
+    stream class turns the fast path off.
+    """
+
+    fast_path_enabled: bool = True
+
+    # singer-sdk 0.54.9: `_write_record_message(record)` is the SDK's private per-record
+    # writer (called by `_sync_records` for each selected record, before the state
+    # increment). This is the tap's only override of an SDK private member.
+    def _write_record_message(self, record: dict) -> None:
+        fast = fast_path_for(self)
+        if fast is None:
+            super()._write_record_message(record)  # type: ignore[misc]
+            return
+        fast.write(record, self._write_conformed_record)
+        self.state_manager.is_flushed = False  # type: ignore[attr-defined]
+
+    def _write_conformed_record(self, record: dict, time_extracted: str) -> None:
+        """Fallback (text stdout or another message writer): a RecordMessage."""
+        tap, version = sdk_internals(self)
+        tap.write_message(
+            RecordMessage(
+                stream=self.stream_maps[0].stream_alias,  # type: ignore[attr-defined]
+                record=record,
+                version=version,
+                time_extracted=dt.datetime.fromisoformat(time_extracted),
+            )
+        )
+
+    def finalize_state_progress_markers(self, state: dict | None = None) -> None:
+        super().finalize_state_progress_markers(state)  # type: ignore[misc]
+        writer = sdk_internals(self)[0].message_writer
+        if isinstance(writer, FastSingerWriter):
+            writer.flush()
+
+
+__all__ = [
+    "DEFAULT_MAX_BUFFER_BYTES",
+    "FastRecordsMixin",
+    "FastSingerWriter",
+    "RecordFastPath",
+    "compile_conformer",
+    "fast_path_for",
+    "flush_all_writers",
+    "sdk_internals",
+]
