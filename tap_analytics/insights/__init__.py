@@ -4,10 +4,64 @@ from __future__ import annotations
 
 import typing as t
 
+from tap_analytics.common.errors import ConfigError
+
 if t.TYPE_CHECKING:
     from singer_sdk import Stream, Tap
 
 
 def discover(tap: Tap) -> list[Stream]:
-    """Streams of this family for the tap's config (validated here, one clear line)."""
-    return []
+    """Streams of this family for the tap's config (validated here, one clear line).
+
+    No API call: the field list is fetched only when a report is synced.
+    """
+    from tap_analytics.insights import reports  # noqa: PLC0415
+    from tap_analytics.insights.sftp import load_private_key, parse_host_key  # noqa: PLC0415
+    from tap_analytics.insights.streams import (  # noqa: PLC0415
+        InsightsFieldsStream,
+        InsightsReportStream,
+    )
+
+    block = tap.config.get("insights")
+    if block is None:
+        return []
+    if not isinstance(block, t.Mapping):
+        raise ConfigError("insights", "must be an object")
+    for key in ("base_url", "api_token"):
+        if not block.get(key):
+            raise ConfigError(f"insights.{key}", "is required")
+    if not str(block["base_url"]).startswith(("http://", "https://")):
+        raise ConfigError("insights.base_url", "must start with https://")
+    limit = block.get("max_concurrent_queries")
+    if limit is not None and not 1 <= int(limit) <= 2:
+        raise ConfigError("insights.max_concurrent_queries",
+                          "must be 1 or 2 (the API allows 2 queries in flight per user)")
+    for key in ("window_hours", "poll_interval_seconds"):
+        if block.get(key) is not None and float(block[key]) <= 0:
+            raise ConfigError(f"insights.{key}", "must be greater than 0")
+    report_list = block.get("reports") or []
+    if not isinstance(report_list, list):
+        raise ConfigError("insights.reports", "must be a list of reports")
+    names: set[str] = set()
+    for index, report in enumerate(report_list):
+        reports.check_shape(index, report)
+        if report["name"] in names:
+            raise ConfigError(f"insights.reports[{index}].name",
+                              f"'{report['name']}' is used twice")
+        names.add(report["name"])
+    if report_list:
+        sftp = block.get("sftp")
+        if not isinstance(sftp, t.Mapping):
+            raise ConfigError("insights.sftp", "is required to download the report files")
+        for key in ("host", "username"):
+            if not sftp.get(key):
+                raise ConfigError(f"insights.sftp.{key}", "is required")
+        if not sftp.get("password") and not sftp.get("private_key"):
+            raise ConfigError("insights.sftp", "needs a password or a private_key")
+        if sftp.get("private_key"):
+            load_private_key(sftp["private_key"], sftp.get("private_key_passphrase"))
+        if sftp.get("host_key"):
+            parse_host_key(sftp["host_key"])
+    streams: list[Stream] = [InsightsFieldsStream(tap)]
+    streams += [InsightsReportStream(tap, index=i, report=r) for i, r in enumerate(report_list)]
+    return streams

@@ -78,6 +78,19 @@ SETTINGS = th.Property(
             description="Seconds between status polls (grows on long waits).",
         ),
         th.Property(
+            "max_poll_interval_seconds",
+            th.NumberType,
+            default=60,
+            description="Upper bound of the status poll interval on long-running queries.",
+        ),
+        th.Property(
+            "query_timeout_seconds",
+            th.NumberType,
+            default=21600,
+            description="Longest wait for one query to finish (also bounds waiting out "
+            "HTTP 429 'max concurrent queries'); then a clear error.",
+        ),
+        th.Property(
             "window_hours",
             th.NumberType,
             default=24,
@@ -87,7 +100,7 @@ SETTINGS = th.Property(
             "max_concurrent_queries",
             th.IntegerType,
             default=2,
-            description="Queries in flight at once per token (the API allows 2).",
+            description="Queries in flight at once per token: 1 or 2 (the API allows 2).",
         ),
         th.Property("reports", th.ArrayType(REPORT), required=True, description="One stream per report."),
         th.Property("sftp", SFTP, required=True, description="Where the report files are fetched."),

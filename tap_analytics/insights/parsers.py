@@ -1,0 +1,164 @@
+"""Insights bodies and report files -> Python values. No HTTP, no SFTP: fuzzed alone.
+
+- `parse_status(body)`: the status body of GET /dwh/Q/<id>/status.
+- `parse_download_paths(body)`: the file paths out of GET /dwh/Q/<id>
+  ("Process finished. Download: [u'reports/...csv.gz']": a Python-repr list in a string).
+- `iter_csv_gz(fileobj)`: a binary csv.gz stream -> header, then row lists, streamed.
+- `error_detail(body)`: the doc's 400/429/500 bodies as one short line.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import io
+import json
+import re
+import typing as t
+from dataclasses import dataclass, field
+
+from tap_analytics.common.errors import one_line
+
+TERMINAL_STATUSES = ("Completed", "Failed", "Canceled")
+_DOWNLOAD_RE = re.compile(r"Download:\s*(\[.*\])", re.DOTALL)
+_NOT_FINISHED_RE = re.compile(r"not\s+finish", re.IGNORECASE)
+
+
+class ParseError(ValueError):
+    """A body or file that does not look like the API's."""
+
+
+@dataclass
+class QueryStatus:
+    status: str
+    guid: str | None = None
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def _as_object(body: t.Any) -> dict:
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body)
+        except ValueError as exc:
+            raise ParseError(f"not JSON: {one_line(str(body), 120)!r}") from exc
+    if not isinstance(body, dict):
+        raise ParseError(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def parse_status(body: t.Any) -> QueryStatus:
+    """{"status": "Completed", "guid": ...} (+ "messages" when Failed)."""
+    obj = _as_object(body)
+    status = obj.get("status")
+    if not isinstance(status, str) or not status.strip():
+        raise ParseError(f"no status in {one_line(json.dumps(obj), 160)}")
+    # Normalise the case ("completed", "CANCELED") and the British/American spelling.
+    canon = status.strip().capitalize()
+    if canon == "Cancelled":
+        canon = "Canceled"
+    messages = obj.get("messages") or []
+    if isinstance(messages, str):
+        messages = [messages]
+    if not isinstance(messages, list):
+        messages = [json.dumps(messages)]
+    guid = obj.get("guid")
+    return QueryStatus(canon, str(guid) if guid is not None else None,
+                       [m if isinstance(m, str) else json.dumps(m) for m in messages])
+
+
+def parse_download_paths(body: t.Any) -> list[str] | None:
+    """The file paths of a finished query; None while the process has not finished.
+
+    The API answers {"status": "Process finished. Download: [u'reports/a.csv.gz']"}:
+    the bracketed part is a Python 2 repr of a list (u'' or '' or "" quoting, one or
+    several files). It is read with `ast.literal_eval`, never `eval`.
+    """
+    obj = _as_object(body)
+    text = obj.get("status")
+    if not isinstance(text, str):
+        raise ParseError(f"no status text in {one_line(json.dumps(obj), 160)}")
+    match = _DOWNLOAD_RE.search(text)
+    if not match:
+        if _NOT_FINISHED_RE.search(text):
+            return None
+        raise ParseError(f"no download list in {one_line(text, 160)!r}")
+    bracketed = match.group(1)
+    try:
+        value = ast.literal_eval(bracketed)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise ParseError(f"unreadable download list {one_line(bracketed, 160)!r}") from exc
+    if isinstance(value, (str, bytes)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ParseError(f"download list is not a list: {one_line(bracketed, 160)!r}")
+    paths: list[str] = []
+    for item in value:
+        if isinstance(item, bytes):
+            item = item.decode("utf-8", "replace")
+        if not isinstance(item, str) or not item.strip():
+            raise ParseError(f"bad file name in download list {one_line(bracketed, 160)!r}")
+        paths.append(item.strip())
+    return paths
+
+
+def error_detail(body: bytes | str) -> str:
+    """One line for an Insights error body, nested message objects included.
+
+    {"code": 400, "message": {"Date_Filters": {"message": "Invalid ...", "code": "422-6"}}}
+    -> "Date_Filters: Invalid ... (422-6)"
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return one_line(text, 300)
+    return one_line(_flatten_message(payload), 400)
+
+
+def _flatten_message(node: t.Any, label: str = "") -> str:
+    if isinstance(node, list):
+        return "; ".join(_flatten_message(item, label) for item in node) or "[]"
+    if isinstance(node, dict):
+        if "message" in node:
+            inner = _flatten_message(node["message"])
+            code = node.get("code")
+            if isinstance(code, str):  # "422-6"; numeric codes duplicate the HTTP status
+                inner = f"{inner} ({code})"
+            return f"{label}: {inner}" if label else inner
+        parts = [_flatten_message(v, str(k)) for k, v in node.items()]
+        joined = "; ".join(parts) if parts else "{}"
+        return f"{label}: {joined}" if label else joined
+    text = node if isinstance(node, str) else json.dumps(node)
+    return f"{label}: {text}" if label else text
+
+
+def iter_csv_gz(fileobj: t.BinaryIO) -> t.Iterator[list[str]]:
+    """Stream a gzip-compressed CSV: first the header list, then each row list.
+
+    Nothing is held beyond the current block. A truncated or corrupt gzip raises
+    EOFError / gzip.BadGzipFile / zlib.error from the read that hits it.
+    """
+    gz = gzip.GzipFile(fileobj=fileobj, mode="rb")
+    text = io.TextIOWrapper(gz, encoding="utf-8-sig", errors="replace", newline="")
+    reader = csv.reader(text)
+    yield from reader
+
+
+def iter_csv_gz_dicts(fileobj: t.BinaryIO) -> t.Iterator[dict[str, str]]:
+    """As `iter_csv_gz`, as dicts keyed by the header (csv.DictReader semantics)."""
+    rows = iter_csv_gz(fileobj)
+    header = next(rows, None)
+    if header is None:
+        return
+    width = len(header)
+    for row in rows:
+        if not row:
+            continue
+        if len(row) != width:
+            raise ParseError(f"row has {len(row)} values, header has {width}")
+        yield dict(zip(header, row))

@@ -1,0 +1,249 @@
+"""SFTP access to the Insights report files (paramiko).
+
+Password or private key (PEM / OpenSSH text: RSA, ECDSA, Ed25519); the server key is
+checked against `host_key` when given ('ssh-ed25519 AAAA...'), else a loud warning once.
+Files are read as a bounded, pipelined stream (`SftpStream`): no local copy, no whole
+file in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import socket
+import typing as t
+
+import paramiko
+
+from tap_analytics.common.errors import ConfigError, TapAnalyticsError
+
+LOGGER = logging.getLogger("tap-analytics.insights.sftp")
+PARAMIKO_LOG = "tap-analytics.insights.sftp.paramiko"
+
+#: Bytes read ahead per pipelined batch (32 requests of 32 KiB).
+READ_AHEAD = 32 * 32768
+_KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (
+    paramiko.Ed25519Key,
+    paramiko.ECDSAKey,
+    paramiko.RSAKey,
+)
+
+
+class SftpDropped(Exception):
+    """The SFTP connection broke while reading (retry the file from the start)."""
+
+
+def load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
+    """A paramiko key from PEM / OpenSSH private key text (RSA, ECDSA or Ed25519)."""
+    text = text.strip().replace("\\n", "\n") + "\n"
+    last: Exception | None = None
+    for cls in _KEY_CLASSES:
+        try:
+            return cls.from_private_key(io.StringIO(text), password=passphrase)
+        except paramiko.PasswordRequiredException as exc:
+            raise ConfigError("insights.sftp.private_key_passphrase",
+                              "is required: the private key is encrypted") from exc
+        except (paramiko.SSHException, ValueError, TypeError, IndexError) as exc:
+            last = exc
+    raise ConfigError(
+        "insights.sftp.private_key",
+        "is not a readable RSA, ECDSA or Ed25519 private key (PEM or OpenSSH text)"
+        + (" or the passphrase is wrong" if passphrase else ""),
+    ) from last
+
+
+def parse_host_key(text: str) -> tuple[str, bytes]:
+    """'ssh-ed25519 AAAA... [comment]' (or a known_hosts line) -> (key type, key blob)."""
+    parts = text.split()
+    for i, part in enumerate(parts[:-1]):
+        if part.startswith(("ssh-", "ecdsa-", "sk-")):
+            try:
+                blob = base64.b64decode(parts[i + 1], validate=True)
+            except ValueError:
+                break
+            return part, blob
+    raise ConfigError("insights.sftp.host_key",
+                      "must look like 'ssh-ed25519 AAAA...' (key type, base64 key)")
+
+
+class SftpSession:
+    """One SFTP connection; `open_stream(path)` gives a file-like binary stream."""
+
+    _warned_unverified = False
+
+    def __init__(self, sftp_config: t.Mapping[str, t.Any], *, timeout: float = 60) -> None:
+        self.host = str(sftp_config.get("host") or "")
+        self.port = int(sftp_config.get("port") or 22)
+        self.username = str(sftp_config.get("username") or "")
+        self.password = sftp_config.get("password") or None
+        key_text = sftp_config.get("private_key") or None
+        self.pkey = (load_private_key(key_text, sftp_config.get("private_key_passphrase"))
+                     if key_text else None)
+        self.expected = parse_host_key(sftp_config["host_key"]) if sftp_config.get(
+            "host_key") else None
+        if not self.password and not self.pkey:
+            raise ConfigError("insights.sftp", "needs a password or a private_key")
+        self.timeout = timeout
+        self._transport: paramiko.Transport | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @property
+    def where(self) -> str:
+        return f"sftp://{self.host}:{self.port}"
+
+    def connect(self) -> paramiko.SFTPClient:
+        if self._sftp is not None and self._transport is not None and self._transport.is_active():
+            return self._sftp
+        self.close()
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError as exc:
+            raise SftpDropped(f"cannot connect to {self.where}: {exc.strerror or exc}") from exc
+        transport = paramiko.Transport(sock)
+        # paramiko logs every connect at INFO under "paramiko": keep its chatter to warnings.
+        transport.set_log_channel(PARAMIKO_LOG)
+        logging.getLogger(PARAMIKO_LOG).setLevel(logging.WARNING)
+        transport.banner_timeout = self.timeout
+        transport.handshake_timeout = self.timeout
+        if self.expected:
+            # Ask for the configured key type so a server with several keys shows that one.
+            options = transport.get_security_options()
+            if self.expected[0] in options.key_types:
+                options.key_types = (self.expected[0],)
+        try:
+            transport.start_client(timeout=self.timeout)
+            self._check_host_key(transport.get_remote_server_key())
+            self._authenticate(transport)
+            self._sftp = paramiko.SFTPClient.from_transport(transport)
+        except TapAnalyticsError:
+            transport.close()
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport.close()
+            raise SftpDropped(f"SSH handshake with {self.where} failed: {exc}") from exc
+        self._transport = transport
+        if self._sftp is None:  # pragma: no cover - paramiko returns None only on failure
+            raise SftpDropped(f"no SFTP channel on {self.where}")
+        self._sftp.get_channel().settimeout(self.timeout)
+        return self._sftp
+
+    def _check_host_key(self, key: paramiko.PKey) -> None:
+        if self.expected is None:
+            if not SftpSession._warned_unverified:
+                SftpSession._warned_unverified = True
+                LOGGER.warning(
+                    "WARNING: the SFTP server %s is NOT verified (no insights.sftp.host_key "
+                    "set); it presents %s %s. Set host_key to that value to verify it.",
+                    self.where, key.get_name(), key.get_base64(),
+                )
+            return
+        kind, blob = self.expected
+        if key.get_name() != kind or key.asbytes() != blob:
+            raise TapAnalyticsError(
+                "insights.sftp.host_key",
+                f"the server {self.where} presented a different key ({key.get_name()} "
+                f"{key.get_fingerprint().hex()[:16]}...) than configured: refusing to connect "
+                "(check the host or update host_key)",
+            )
+
+    def _authenticate(self, transport: paramiko.Transport) -> None:
+        try:
+            if self.pkey is not None:
+                try:
+                    transport.auth_publickey(self.username, self.pkey)
+                except paramiko.AuthenticationException:
+                    if not self.password:
+                        raise
+                    transport.auth_password(self.username, self.password)
+            else:
+                transport.auth_password(self.username, self.password)
+        except paramiko.AuthenticationException as exc:
+            raise TapAnalyticsError(
+                "insights.sftp",
+                f"authentication as '{self.username}' on {self.where} failed "
+                "(check username, password / private_key)",
+            ) from exc
+
+    def open_stream(self, path: str) -> SftpStream:
+        sftp = self.connect()
+        try:
+            handle = sftp.open(path, "rb")
+            size = handle.stat().st_size
+        except FileNotFoundError as exc:
+            raise TapAnalyticsError(f"{self.where}/{path}", "report file not found") from exc
+        except PermissionError as exc:
+            raise TapAnalyticsError(f"{self.where}/{path}", "permission denied") from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.close()
+            raise SftpDropped(f"{path}: {exc}") from exc
+        return SftpStream(handle, int(size or 0), self)
+
+    def close(self) -> None:
+        for thing in (self._sftp, self._transport):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception:  # noqa: BLE001, S110 - closing a broken connection
+                    pass
+        self._sftp = None
+        self._transport = None
+
+
+class SftpStream(io.RawIOBase):
+    """A remote file as a raw binary stream, read ahead in bounded pipelined batches.
+
+    Any transport failure becomes `SftpDropped` (distinct from gzip's own EOFError).
+    """
+
+    def __init__(self, handle: paramiko.SFTPFile, size: int, session: SftpSession) -> None:
+        super().__init__()
+        self.handle = handle
+        self.size = size
+        self.session = session
+        self.offset = 0  # next byte to request
+        self._blocks: t.Iterator[bytes] = iter(())
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_batch(self) -> None:
+        chunks = []
+        offset = self.offset
+        while offset < self.size and len(chunks) * 32768 < READ_AHEAD:
+            length = min(32768, self.size - offset)
+            chunks.append((offset, length))
+            offset += length
+        self.offset = offset
+        self._blocks = iter(self.handle.readv(chunks)) if chunks else iter(())
+
+    def readinto(self, buffer: t.Any) -> int:
+        try:
+            while not self._buffer:
+                block = next(self._blocks, None)
+                if block is None:
+                    if self.offset >= self.size:
+                        return 0
+                    self._next_batch()
+                    continue
+                if not block:
+                    raise SftpDropped("short read")
+                self._buffer = block
+        except SftpDropped:
+            self.session.close()
+            raise
+        except (paramiko.SSHException, EOFError, OSError, socket.timeout) as exc:
+            self.session.close()
+            raise SftpDropped(f"connection lost after {self.offset} bytes: {exc}") from exc
+        n = min(len(buffer), len(self._buffer))
+        buffer[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+    def close(self) -> None:
+        try:
+            self.handle.close()
+        except Exception:  # noqa: BLE001, S110 - the connection may be gone already
+            pass
+        super().close()

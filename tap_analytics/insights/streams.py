@@ -1,0 +1,217 @@
+"""Insights streams: `insights_<name>` (one per report) and `insights_fields`.
+
+A report stream splits [bookmark or start_date, end_date or now) into windows of
+`window_hours`. Each window is one query (submit, poll, locate) run on a worker thread,
+at most `max_concurrent_queries` (<= 2) in flight; the main thread downloads and emits
+the windows strictly in order, and moves the bookmark to a window's end only after all
+of its rows were emitted (empty and Failed windows included).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import time
+import typing as t
+
+from singer_sdk import Stream
+from singer_sdk import typing as th
+from singer_sdk.helpers._state import PROGRESS_MARKERS
+from typing_extensions import override
+
+from tap_analytics.common.errors import ConfigError, TapAnalyticsError
+from tap_analytics.common.timeutil import format_datetime, parse_datetime, utcnow
+from tap_analytics.insights import reports
+from tap_analytics.insights.client import InsightsApi, QueryResult, iso_z
+from tap_analytics.insights.download import WindowReader
+
+if t.TYPE_CHECKING:
+    from singer_sdk import Tap
+    from singer_sdk.helpers.types import Context
+
+
+def shared_api(tap: Tap) -> InsightsApi:
+    """The run's one API client (field list cache + query limiter), kept on the tap."""
+    api = getattr(tap, "_insights_api", None)
+    if api is None:
+        config = tap.config
+        from tap_analytics.tap import config_secrets  # noqa: PLC0415
+
+        api = InsightsApi(config["insights"], ca_bundle=config.get("ca_bundle"),
+                          secrets=config_secrets(config))
+        tap._insights_api = api  # type: ignore[attr-defined]
+    return api
+
+
+def windows(start: dt.datetime, end: dt.datetime, hours: float) -> list[tuple[dt.datetime,
+                                                                                dt.datetime]]:
+    """[start, end) cut into consecutive windows of `hours` (the last one may be shorter)."""
+    size = dt.timedelta(hours=hours)
+    out = []
+    cursor = start
+    while cursor < end:
+        stop = min(cursor + size, end)
+        out.append((cursor, stop))
+        cursor = stop
+    return out
+
+
+class InsightsFieldsStream(Stream):
+    """One record per event type and field of GET /dwh/Q."""
+
+    name = "insights_fields"
+    primary_keys: t.ClassVar[list[str]] = ["event_type", "field"]
+    replication_key = None
+    schema = th.PropertiesList(
+        th.Property("event_type", th.StringType, required=True),
+        th.Property("field", th.StringType, required=True),
+        th.Property("position", th.IntegerType, description="Position in the event's list."),
+    ).to_dict()
+
+    @override
+    def get_records(self, context: Context | None) -> t.Iterable[dict]:
+        for event, names in shared_api(self._tap).fields(self.name).items():
+            for position, field in enumerate(names):
+                yield {"event_type": event, "field": field, "position": position}
+
+
+class InsightsReportStream(Stream):
+    """Rows of one report, window by window."""
+
+    replication_key = "timestamp"
+    is_sorted = False
+    primary_keys: t.ClassVar[list[str]] = ["window_start", "row_number"]
+
+    def __init__(self, tap: Tap, *, index: int, report: dict) -> None:
+        self.index = index
+        self.report = report
+        self.columns = reports.report_columns(report)
+        super().__init__(tap, name=f"insights_{report['name']}", schema=self._schema())
+
+    def _schema(self) -> dict:
+        props = [
+            th.Property("window_start", th.DateTimeType, required=True,
+                        description="Start of the report window the row came from."),
+            th.Property("row_number", th.IntegerType, required=True,
+                        description="1-based row number within the window (all files)."),
+            th.Property("window_end", th.DateTimeType, required=True),
+            th.Property("source_file", th.StringType, description="SFTP path of the file."),
+        ]
+        for field in self.columns:
+            kind = th.DateTimeType if field in reports.TIME_FIELDS else th.StringType
+            props.append(th.Property(reports.column_name(field), kind,
+                                     description=f"Insights field {field}."))
+        return th.PropertiesList(*props).to_dict()
+
+    # The SDK would move the bookmark to the highest `timestamp` emitted (checked against
+    # singer-sdk 0.54.9, Stream._increment_stream_state): a window's end is the true
+    # bookmark, set in `_window_done` once every row of the window went out.
+    @override
+    def _increment_stream_state(self, latest_record: dict, *,
+                                context: Context | None = None) -> None:
+        return
+
+    @override
+    def get_replication_key_signpost(self, context: Context | None) -> None:
+        return None
+
+    @property
+    def where(self) -> str:
+        return self.name
+
+    def _range(self) -> tuple[dt.datetime, dt.datetime]:
+        bookmark = None
+        if self.replication_method == "INCREMENTAL":
+            bookmark = self.get_starting_replication_key_value(None)
+        start_text = bookmark or self.config.get("start_date")
+        if not start_text:
+            raise ConfigError("start_date", f"is required for {self.name} (the first window)")
+        try:
+            start = parse_datetime(start_text)
+        except ValueError:
+            raise TapAnalyticsError(self.name, f"unreadable bookmark {start_text!r} in the "
+                                    "state") from None
+        end_text = self.config.get("end_date")
+        end = parse_datetime(end_text) if end_text else utcnow()
+        # The API takes whole seconds.
+        return start.replace(microsecond=0), end.replace(microsecond=0)
+
+    def query_body(self, start: dt.datetime, end: dt.datetime) -> dict:
+        body: dict[str, t.Any] = {
+            "timestamp": {"$gte": iso_z(start), "$lt": iso_z(end)},
+            "data": reports.request_data(self.report),
+        }
+        for key in ("filters", "scope"):
+            if self.report.get(key):
+                body[key] = self.report[key]
+        return body
+
+    def _window_done(self, end: dt.datetime, *, write: bool) -> None:
+        state = self.get_context_state(None)
+        state.pop(PROGRESS_MARKERS, None)
+        state["replication_key"] = self.replication_key
+        state["replication_key_value"] = format_datetime(end)
+        if write:
+            self.finalize_state_progress_markers(state)  # writes the STATE message
+        else:
+            self.state_manager.is_flushed = False
+
+    @override
+    def get_records(self, context: Context | None) -> t.Iterable[dict]:
+        start, end = self._range()
+        api = shared_api(self._tap)
+        hours = float(self.config["insights"].get("window_hours") or 24)
+        todo = windows(start, end, hours)
+        if not todo:
+            self.logger.info("%s: nothing to do, bookmark %s is at the end of the range %s",
+                             self.name, format_datetime(start), format_datetime(end))
+            return
+        reports.check_fields(self.index, self.report, api.fields(self.name))
+        # In BATCH mode a STATE written mid-stream could go out before the BATCH file
+        # holding those rows: the bookmark then moves only once, at the end.
+        write_each = not self.get_batch_config(self.config)
+        self.logger.info("%s: %d window(s) of %g h from %s to %s", self.name, len(todo),
+                         hours, iso_z(start), iso_z(end))
+        reader = WindowReader(self.name, self.config["insights"], self.columns,
+                              max_tries=api.max_tries)
+        pool = cf.ThreadPoolExecutor(max_workers=api.max_concurrent,
+                                     thread_name_prefix=f"{self.name}-query")
+        futures: dict[int, cf.Future[QueryResult]] = {}
+        submitted = 0
+        finished = False
+        total_rows = 0
+        try:
+            for i, (w_start, w_end) in enumerate(todo):
+                while submitted < len(todo) and submitted <= i + api.max_concurrent - 1:
+                    s, e = todo[submitted]
+                    futures[submitted] = pool.submit(
+                        api.run_query, self.query_body(s, e), where=self.name,
+                        label=f"window {submitted + 1}/{len(todo)} [{iso_z(s)}, {iso_z(e)})")
+                    submitted += 1
+                result = futures.pop(i).result()
+                began = time.monotonic()
+                rows = 0
+                if result.status == "Failed":
+                    self.logger.info(
+                        "%s window %d/%d: no data (query %s Failed: %s)", self.name, i + 1,
+                        len(todo), result.guid, "; ".join(result.messages) or "no message")
+                for record in reader.rows(result.paths, w_start, w_end):
+                    rows += 1
+                    yield record
+                total_rows += rows
+                self._window_done(w_end, write=write_each)
+                took = max(time.monotonic() - began, 1e-6)
+                self.logger.info(
+                    "%s: window %d/%d [%s, %s) done: %d rows in %.1f s (%.0f rows/s); "
+                    "bookmark %s", self.name, i + 1, len(todo), iso_z(w_start), iso_z(w_end),
+                    rows, took, rows / took, iso_z(w_end))
+            finished = True
+        finally:
+            if not finished:
+                api.stop.set()  # let the query workers give up now
+            for future in futures.values():
+                future.cancel()
+            pool.shutdown(wait=True)
+            api.stop.clear()  # the workers are done: later streams may use the API again
+            reader.close()
+        self.logger.info("%s: %d rows in %d window(s)", self.name, total_rows, len(todo))
