@@ -120,10 +120,13 @@ class AlationStream(AnalyticsStream):
         """Where this run starts: the STATE bookmark, or start_date on a first sync."""
         if not self.replication_key:
             return None
+        bookmark = self.state_bookmark(context)
         if not self.is_timestamp_replication_key:
-            return self.state_bookmark(context)
-        value = self.get_starting_replication_key_value(context)
-        return normalize(value) if value else None
+            return bookmark  # batch ids: start_date does not apply
+        # The later of the STATE bookmark and start_date (what the SDK does too), computed
+        # here from state and config so a request can be built outside a running sync.
+        candidates = [normalize(v) for v in (bookmark, self.config.get("start_date")) if v]
+        return max(candidates) if candidates else None
 
     def filter_params(self, context: Context | None) -> dict[str, t.Any]:
         """Server-side filters: `<key>__gte=<start>` and `<key>__lt=<end_date>`."""
