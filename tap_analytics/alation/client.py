@@ -36,7 +36,10 @@ def normalize_timestamps(node: t.Any) -> t.Any:
     if isinstance(node, dict):
         for key, value in node.items():
             if isinstance(value, str) and TIMESTAMP_FIELD.search(key):
-                node[key] = normalize(value)
+                try:
+                    node[key] = normalize(value)
+                except ValueError as exc:
+                    raise ValueError(f"field '{key}': {exc}") from None
             elif isinstance(value, (dict, list)):
                 normalize_timestamps(value)
     elif isinstance(node, list):
