@@ -108,7 +108,16 @@ class ScubaService(Service):
             "api_token": SCUBA_TOKEN,
             "window_days": 2,
             "queries": [
-                {"name": "top_artists", "query_response_id": "r9372"},
+                {
+                    "name": "top_artists",
+                    "query_response_id": "r9372",
+                    "schema": {
+                        "artist": {"type": "string"},
+                        "measure_1": {"type": ["integer", "null"]},
+                        "start_time_0": {"type": "string", "format": "date-time"},
+                        "end_time_0": {"type": "string", "format": "date-time"},
+                    },
+                },
                 {
                     "name": "artist_events",
                     "bql": "select count(*) from Music where time >= {{start_ms}} "
@@ -121,8 +130,15 @@ class ScubaService(Service):
                         "end_time_0": {"type": "string", "format": "date-time"},
                     },
                 },
-                {"name": "event_counts", "bql": "select count(*) from Music",
-                 "result_format": "DEFAULT"},
+                {"name": "event_counts",
+                 "bql": "select count(*), count_unique(userId) from Music",
+                 "result_format": "DEFAULT",
+                 "schema": {
+                     "measure_1": {"type": ["integer", "null"]},
+                     "measure_2": {"type": ["integer", "null"]},
+                     "start_time_0": {"type": "string", "format": "date-time"},
+                     "end_time_0": {"type": "string", "format": "date-time"},
+                 }},
                 {
                     "name": "artist_series",
                     "query": {"dataset": "Music",

@@ -51,6 +51,11 @@ class ScubaStream(AnalyticsStream):
         super().__init__(tap=tap, name=entry.stream_name, schema=entry.schema)
         self.primary_keys = list(entry.key)
         self.replication_key = BOOKMARK_KEY if entry.windowed else None
+        # Field names seen so far when the schema is open (no declared schema): warn once
+        # per new field, as targets may drop what the schema does not name.
+        self._undeclared: set[str] | None = (
+            set(entry.schema["properties"]) if entry.schema.get("additionalProperties") else None
+        )
         self._datetime_fields = [
             name for name, prop in entry.schema["properties"].items()
             if isinstance(prop, dict) and prop.get("format") == "date-time"
@@ -117,6 +122,16 @@ class ScubaStream(AnalyticsStream):
             ) from None
 
     def _finish(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
+        if self._undeclared is not None:
+            extra = set(record) - self._undeclared
+            if extra:
+                self._undeclared |= extra
+                self.logger.warning(
+                    "Scuba stream '%s': fields %s are not in a declared schema; some targets "
+                    "drop such fields: pin the schema (`python -m tap_analytics.scuba schema "
+                    "--config CONFIG --name %s`) in the entry's `schema` or in catalog.json",
+                    self.name, sorted(extra), self.entry.name,
+                )
         for name in self._datetime_fields:  # a declared date-time given as epoch ms
             value = record.get(name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
