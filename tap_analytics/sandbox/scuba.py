@@ -94,6 +94,9 @@ class ScubaService(Service):
         self.per_second = True
         self.timeout_once: set[str] = set()
         self.fail_next_500 = 0
+        #: (start_ms, end_ms) ranges without any event: groups without events are left out
+        #: of answers, as the real service does, so a window there answers no rows.
+        self.quiet_ranges: list[tuple[int, int]] = []
         self.arrivals: dict[str, list[float]] = {}
         self.daily_counts: dict[str, int] = {}
         self.cache_hits = 0
@@ -166,6 +169,9 @@ class ScubaService(Service):
 
     def hourly_count(self, dataset: str, filt: str, group: tuple, hour: int) -> int:
         """Events of one group in one hour (the atom every measure is built from)."""
+        at = hour * HOUR_MS
+        if any(lo <= at < hi for lo, hi in self.quiet_ranges):
+            return 0
         return int((self._hash("h", dataset, filt, group, hour) % 40) * self.scale)
 
     def measure(self, dataset: str, filt: str, aggregator: str, column: str | None,
@@ -325,6 +331,9 @@ class ScubaService(Service):
                 b_end = min(b_start + spec["bucket_ms"], spec["end"])
                 values = [self.measure(dataset, filt, agg, col, group, b_start, b_end)
                           for agg, col in spec["measures"]]
+                if not self.measure(dataset, filt, "count_star", None, group, b_start, b_end):
+                    b_start = b_end
+                    continue  # no event of this group in this bucket: no row
                 dims = list(group) if group_by else []
                 rows.append([*dims, *values, b_start, b_end])
                 b_start = b_end
@@ -414,7 +423,11 @@ class ScubaService(Service):
             return self.measure(dataset, sub.get("filter", ""), sub["measure"]["aggregator"],
                                 sub["measure"].get("column"), group, start, end)
 
-        ranked = sorted(groups, key=lambda g: (-total(g), g))
+        def events(group: tuple) -> int | float:
+            return self.measure(dataset, subs[0].get("filter", ""), "count_star", None,
+                                group, start, end)
+
+        ranked = sorted((g for g in groups if events(g)), key=lambda g: (-total(g), g))
         chosen = ranked[: int(query.get("max_groups", 10))]
         chosen.sort()
         kind = "number" if qtype == "single_measurement" else "time_series"
