@@ -13,6 +13,7 @@ from helpers import run_cli, run_inprocess
 
 from tap_analytics.common.errors import TapAnalyticsError
 from tap_analytics.sandbox import Sandbox
+from tap_analytics.sandbox.core import Faults
 
 # stream -> (sandbox kind, key field, replication key, filter operator)
 STREAMS = {
@@ -291,3 +292,17 @@ def test_cli_full_run_warns_on_queries_without_result_and_logs_progress() -> Non
         assert all(isinstance(v, str) for r in rows for v in r["row"].values())
         # Progress is per page, not per record.
         assert sum(1 for line in result.stderr.splitlines() if " done (" in line) < 60
+
+
+def test_resets_and_5xx_at_random_lose_nothing() -> None:
+    faults = Faults(error_rate=0.12, reset_rate=0.12, seed=4)
+    with Sandbox(seed=5, scale=0.3, services=["alation"], faults=faults) as sb:
+        config = sb.config()
+        config["alation"]["result_query_ids"] = []
+        config["alation"]["max_tries"] = 10
+        result = run_inprocess(config)
+        statuses = [r.status for r in sb.alation.log]
+        assert 0 in statuses and any(s >= 500 for s in statuses)  # faults did happen
+        for stream, (kind, key, _, _) in STREAMS.items():
+            assert sorted(r[key] for r in result.records[stream]) == sorted(
+                r[key] for r in sb.alation.data[kind]), stream
