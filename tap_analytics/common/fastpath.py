@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+import time
 import typing as t
 import weakref
 
@@ -47,6 +48,8 @@ DEFAULT_MAX_BUFFER_BYTES = 8 * 1024 * 1024
 #: Value types the SDK's primitive conformer returns unchanged (bool is an int subclass,
 #: but type() is exact, so list it too).
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+#: Marks a property of exclusive boolean type in a compiled conformer.
+_BOOL = object()
 
 
 def _enc_hook(obj: t.Any) -> t.Any:
@@ -106,22 +109,29 @@ def compile_conformer(schema: dict, parent: str | None = None) -> Conformer:
     typing_ = _sdk_typing()
     properties: dict = schema.get("properties") or {}
     keep_unknown = bool(schema.get("additionalProperties"))
-    #: name -> None (plain: SDK primitive conform) or a per-value function
-    specs: dict[str, t.Callable[[t.Any], t.Any] | None] = {}
+    #: name -> None (plain: the SDK's primitive conform), _BOOL (an exclusive boolean)
+    #: or a per-value function (nested object, uniform list)
+    specs: dict[str, t.Any] = {}
     for name, prop_schema in properties.items():
         specs[name] = _compile_property(name, prop_schema, parent, typing_)
 
     missing = object()
     plain = _PLAIN_TYPES
+    boolean = _BOOL
     primitive = typing_._conform_primitive_property
+    specs_get = specs.get
 
-    def conform(record: dict, unmapped: list) -> dict:
+    def generic(record: dict, unmapped: list) -> dict:
         changed: dict | None = None
         dropped: list | None = None
         for key, value in record.items():
-            spec = specs.get(key, missing)
+            spec = specs_get(key, missing)
             if spec is None:
                 if value.__class__ in plain:
+                    continue
+                new = primitive(value, properties[key])
+            elif spec is boolean:
+                if value is None or value.__class__ is bool:
                     continue
                 new = primitive(value, properties[key])
             elif spec is missing:
@@ -149,20 +159,50 @@ def compile_conformer(schema: dict, parent: str | None = None) -> Conformer:
             if key not in skip
         }
 
+    known = frozenset(properties)
+    #: plain properties keep these unchanged (the SDK's primitive conform returns dicts and
+    #: lists of a property without a nested schema as they are)
+    allowed = frozenset({*_PLAIN_TYPES, dict, list})
+    special = [(key, spec) for key, spec in specs.items() if spec is not None]
+
+    def conform(record: dict, unmapped: list) -> dict:
+        # Common case, checked in C: known keys only, JSON-born value types only. Then
+        # only the few special properties (booleans, nested objects, lists) need a look.
+        if not (known.issuperset(record) and allowed.issuperset(map(type, record.values()))):
+            return generic(record, unmapped)
+        changed: dict | None = None
+        for key, spec in special:
+            value = record.get(key)
+            if value is None:
+                continue
+            if spec is boolean:
+                if value.__class__ is bool:
+                    continue
+                new = primitive(value, properties[key])
+            else:
+                new = spec(value, unmapped)
+            if new is not value:
+                if changed is None:
+                    changed = {}
+                changed[key] = new
+        if changed is None:
+            return record  # the SDK would build an equal copy; it is serialised at once
+        return {key: changed.get(key, value) if key in changed else value
+                for key, value in record.items()}
+
     return conform
 
 
-def _compile_property(
-    name: str, prop_schema: dict, parent: str | None, typing_: t.Any
-) -> t.Callable[[t.Any, list], t.Any] | None:
-    """None for a plain property; otherwise the per-value conformer of the SDK rules."""
+def _compile_property(name: str, prop_schema: dict, parent: str | None, typing_: t.Any) -> t.Any:
+    """None for a plain property, _BOOL for an exclusive boolean (None and bools pass
+    unchanged, anything else becomes `value != 0`), else the per-value conformer."""
     path = name if parent is None else f"{parent}.{name}"
     primitive = typing_._conform_primitive_property
     uniform_list = bool(typing_.is_uniform_list(prop_schema))
     object_with_props = bool(typing_.is_object_type(prop_schema)) and "properties" in prop_schema
     exclusive_bool = typing_._is_exclusive_boolean_type(prop_schema)
-    if not (uniform_list or object_with_props or exclusive_bool):
-        return None
+    if not (uniform_list or object_with_props):
+        return _BOOL if exclusive_bool else None
 
     sub = compile_conformer(prop_schema, path) if object_with_props else None
     item_schema = prop_schema.get("items") if uniform_list else None
@@ -172,6 +212,15 @@ def _compile_property(
         if item_is_object and "properties" in (item_schema or {})
         else None
     )
+
+    if sub is not None and not uniform_list:  # a nested object (the usual case)
+
+        def conform_object(value: t.Any, unmapped: list) -> t.Any:
+            if isinstance(value, dict):
+                return sub(value, unmapped)
+            return primitive(value, prop_schema)
+
+        return conform_object
 
     def conform_value(value: t.Any, unmapped: list) -> t.Any:
         if uniform_list and isinstance(value, list):
@@ -337,6 +386,17 @@ class RecordFastPath:
             b"" if version is None else b',"version":' + str(int(version)).encode()
         ) + b',"time_extracted":"'
         self._warned: set[tuple[str, ...]] = set()
+        self._stamp_at = -1.0
+        self._stamp = ""
+
+    def _time_extracted(self) -> str:
+        """As the SDK's RecordMessage: now in UTC, isoformat(sep="T"); the string is
+        reused within one millisecond (records of one page share their extraction)."""
+        now = time.time()
+        if not 0 <= now - self._stamp_at < 0.001:
+            self._stamp_at = now
+            self._stamp = dt.datetime.fromtimestamp(now, UTC).isoformat(sep="T")
+        return self._stamp
 
     def _warn_unmapped(self, unmapped: list[str]) -> None:
         key = tuple(unmapped)
@@ -358,8 +418,7 @@ class RecordFastPath:
 
     def write(self, record: dict, fallback_write: t.Callable[[dict, str], None]) -> None:
         out = self.conformed(record)
-        # As the SDK's RecordMessage: time_extracted = utc_now(), isoformat(sep="T").
-        now = dt.datetime.now(UTC).isoformat(sep="T")
+        now = self._time_extracted()
         buffer = self.writer.record_buffer() if self.writer is not None else None
         if buffer is None:
             fallback_write(out, now)
