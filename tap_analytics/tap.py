@@ -87,10 +87,21 @@ class TapAnalytics(Tap):
     # Checked against singer-sdk 0.54.9: `_validate_config` is the one place config is
     # validated; we re-phrase each error to name the setting, never its value.
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        problem: ConfigError
         try:
-            return super()._validate_config(raise_errors=raise_errors)
-        except ConfigValidationError as exc:
-            raise _config_error_from_schema(self.config, self.config_jsonschema) from None
+            super()._validate_config(raise_errors=True)
+            _check_top_level(self.config)
+            return []
+        except ConfigError as exc:
+            problem = exc
+        # AttributeError/TypeError: the SDK's default-filling validator trips over a block
+        # that is not an object (e.g. "alation": "https://...") before it reports it.
+        except (ConfigValidationError, AttributeError, TypeError):
+            problem = _config_error_from_schema(self.config, self.config_jsonschema)
+        if raise_errors:
+            raise problem from None
+        self.logger.warning("Config: %s", problem)  # discovery only warns: say what
+        return [str(problem)]
 
     @classmethod
     def invoke(  # type: ignore[override]
@@ -123,6 +134,40 @@ class TapAnalytics(Tap):
             raise tap.deferred_errors[0]
 
 
+def _check_top_level(config: t.Mapping) -> None:
+    """start_date/end_date that the schema types but does not parse; ca_bundle exists."""
+    import os  # noqa: PLC0415
+
+    from tap_analytics.common.timeutil import parse_datetime  # noqa: PLC0415
+
+    dates = {}
+    for key in ("start_date", "end_date"):
+        value = config.get(key)
+        if value in (None, ""):
+            continue
+        try:
+            if not isinstance(value, str):
+                raise ValueError(key)
+            dates[key] = parse_datetime(value)
+        except ValueError:
+            raise ConfigError(
+                key, "must be an RFC 3339 date-time such as 2024-01-01T00:00:00Z"
+            ) from None
+    if len(dates) == 2 and dates["end_date"] <= dates["start_date"]:
+        raise ConfigError("end_date", "must be later than start_date")
+    ca_bundle = config.get("ca_bundle")
+    if isinstance(ca_bundle, str) and ca_bundle and not os.path.isfile(ca_bundle):
+        raise ConfigError("ca_bundle", f"no such file: {ca_bundle}")
+
+
+def _setting_path(parts: t.Iterable[t.Any]) -> str:
+    """Dotted setting name; list items as [i] (scuba.queries[1].name)."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 def _config_error_from_schema(config: t.Mapping, schema: dict) -> ConfigError:
     """The first schema violation of `config`, as one line naming the setting."""
     from jsonschema import Draft7Validator  # noqa: PLC0415
@@ -132,7 +177,7 @@ def _config_error_from_schema(config: t.Mapping, schema: dict) -> ConfigError:
     if not errors:
         return ConfigError("config", "is not valid")
     err = errors[0]
-    path = ".".join(str(p) for p in err.absolute_path)
+    path = _setting_path(err.absolute_path)
     if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else "?"
         setting = f"{path}.{missing}" if path else missing
@@ -181,9 +226,11 @@ def _secrets_from_argv(argv: list[str]) -> list[str]:
 
     secrets: list[str] = []
     for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv) and argv[i + 1] != "ENV":
+        path = arg.partition("=")[2] if arg.startswith("--config=") else (
+            argv[i + 1] if arg == "--config" and i + 1 < len(argv) else "")
+        if path and path != "ENV":
             try:
-                with open(argv[i + 1], encoding="utf-8") as fh:
+                with open(path, encoding="utf-8") as fh:
                     secrets += config_secrets(json.load(fh))
             except (OSError, ValueError):
                 pass
@@ -192,9 +239,33 @@ def _secrets_from_argv(argv: list[str]) -> list[str]:
     return secrets
 
 
+def _check_json_files(argv: list[str]) -> None:
+    """A --config/--state/--catalog file that is not JSON: one line naming the file
+    (the SDK would fail with a bare JSONDecodeError)."""
+    import json  # noqa: PLC0415
+
+    for i, arg in enumerate(argv):
+        option, _, value = arg.partition("=")
+        if option not in ("--config", "--state", "--catalog"):
+            continue
+        if not value and i + 1 < len(argv):
+            value = argv[i + 1]
+        if not value or value == "ENV":
+            continue
+        try:
+            with open(value, encoding="utf-8") as fh:
+                json.load(fh)
+        except OSError:
+            continue  # the CLI reports a missing file itself
+        except ValueError as exc:
+            where = f" (line {exc.lineno}, column {exc.colno})" if hasattr(exc, "lineno") else ""
+            raise TapAnalyticsError(f"{option} {value}", f"is not valid JSON{where}") from None
+
+
 def main() -> None:
     """Console entry point: the SDK CLI, with every failure reduced to one clear line."""
     try:
+        _check_json_files(sys.argv)
         TapAnalytics.cli()
     except SystemExit:
         raise
