@@ -186,6 +186,10 @@ def _table_rows(payload: dict[str, t.Any]) -> t.Iterator[dict[str, t.Any]]:
         values = row.get("values") if isinstance(row, dict) else row
         if not isinstance(values, list):
             raise ParseError(f"row {index}: expected a list of values")
+        if len(values) != len(columns):
+            raise ParseError(
+                f"row {index} has {len(values)} values for {len(columns)} columns"
+            )
         flat: list[t.Any] = []
         for column, value in zip(columns, values):
             label = _column_label(column, 0)
