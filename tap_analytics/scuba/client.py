@@ -51,13 +51,19 @@ class ScubaStream(AnalyticsStream):
         super().__init__(tap=tap, name=entry.stream_name, schema=entry.schema)
         self.primary_keys = list(entry.key)
         self.replication_key = BOOKMARK_KEY if entry.windowed else None
+        self._use_schema(entry.schema)
+
+    def _use_schema(self, schema: dict[str, t.Any]) -> None:
+        """Take field facts from the schema in force (the entry's, or one pinned in a
+        catalog, which the SDK applies after __init__)."""
+        properties = schema.get("properties") or {}
         # Field names seen so far when the schema is open (no declared schema): warn once
         # per new field, as targets may drop what the schema does not name.
         self._undeclared: set[str] | None = (
-            set(entry.schema["properties"]) if entry.schema.get("additionalProperties") else None
+            set(properties) if schema.get("additionalProperties") else None
         )
         self._datetime_fields = [
-            name for name, prop in entry.schema["properties"].items()
+            name for name, prop in properties.items()
             if isinstance(prop, dict) and prop.get("format") == "date-time"
         ]
 
@@ -190,6 +196,7 @@ class ScubaStream(AnalyticsStream):
     # -- the sync ---------------------------------------------------------------------
 
     def get_records(self, context: t.Any) -> t.Iterable[dict[str, t.Any]]:
+        self._use_schema(self.effective_schema)
         if self.runtime.exhausted is not None:
             self.logger.warning(
                 "Scuba stream '%s' skipped: the token's daily query quota is spent "
