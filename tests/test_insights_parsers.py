@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import gzip
 import io
 import json
@@ -175,3 +176,20 @@ def test_csv_gz_roundtrip(rows: list[list[str]]) -> None:
     assert parsed[0] == header
     # csv writes an all-empty single-cell row as "" (kept), and never drops a row
     assert parsed[1:] == rows
+
+
+@given(st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1)),
+       st.sampled_from(["%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S+00:00",
+                        "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S+02:00"]),
+       st.integers(0, 6))
+@settings(max_examples=300, deadline=None)
+def test_report_time_values_match_normalize(moment: dt.datetime, fmt: str, digits: int) -> None:
+    from tap_analytics.common.timeutil import normalize
+    from tap_analytics.insights.download import to_datetime
+
+    text = moment.strftime(fmt)
+    if ".%f" in fmt:  # vary the number of fraction digits (0..6)
+        head, _, tail = text.partition(".")
+        frac = tail[:6][:digits]
+        text = head + ("." + frac if frac else "") + tail[6:]
+    assert to_datetime(text) == normalize(text)
