@@ -18,7 +18,7 @@ from singer_sdk.streams.rest import HTTPRequest, PageContext
 
 from tap_analytics.common.errors import TapAnalyticsError, one_line, redact
 from tap_analytics.common.http import AnalyticsStream, body_detail
-from tap_analytics.common.timeutil import normalize, parse_datetime
+from tap_analytics.common.timeutil import normalize
 
 if t.TYPE_CHECKING:
     import requests
@@ -31,13 +31,73 @@ TIMESTAMP_FIELD = re.compile(r"^ts_|_at$")
 API_PREFIX = "/integration/v1"
 
 
+# The two styles Alation sends, already in UTC: a fast path before the general parser.
+_FAST_TS = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d\.\d{6})(?:Z|\+00:00)")
+
+
+def normalize_ts(value: str) -> str | None:
+    """normalize() with a fast path for Alation's two usual UTC styles."""
+    m = _FAST_TS.fullmatch(value)
+    if m:
+        return f"{m.group(1)}T{m.group(2)}+00:00"
+    return normalize(value)
+
+
+TsPaths = dict[str, t.Any]
+
+
+def timestamp_paths(schema: dict) -> TsPaths:
+    """Where the date-time fields of a schema are: {field: True | {sub paths}}.
+
+    Arrays and objects are walked the same way (a list node applies to each item).
+    """
+    paths: TsPaths = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        if prop.get("format") == "date-time":
+            paths[name] = True
+            continue
+        node = prop.get("items", prop) if "array" in _types(prop) else prop
+        if "object" in _types(node):
+            sub = timestamp_paths(node)
+            if sub:
+                paths[name] = sub
+    return paths
+
+
+def _types(prop: dict) -> list[str]:
+    type_ = prop.get("type") or []
+    return [type_] if isinstance(type_, str) else list(type_)
+
+
+def normalize_at_paths(node: t.Any, paths: TsPaths) -> None:
+    """Normalise, in place, the timestamp fields named by `paths` (see timestamp_paths)."""
+    if isinstance(node, list):
+        for item in node:
+            normalize_at_paths(item, paths)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, sub in paths.items():
+        value = node.get(key)
+        if value is None:
+            continue
+        if sub is True:
+            if isinstance(value, str):
+                try:
+                    node[key] = normalize_ts(value)
+                except ValueError as exc:
+                    raise ValueError(f"field '{key}': {exc}") from None
+        else:
+            normalize_at_paths(value, sub)
+
+
 def normalize_timestamps(node: t.Any) -> t.Any:
     """Normalise every timestamp field of a record, in place, at any depth."""
     if isinstance(node, dict):
         for key, value in node.items():
             if isinstance(value, str) and TIMESTAMP_FIELD.search(key):
                 try:
-                    node[key] = normalize(value)
+                    node[key] = normalize_ts(value)
                 except ValueError as exc:
                     raise ValueError(f"field '{key}': {exc}") from None
             elif isinstance(value, (dict, list)):
@@ -203,9 +263,16 @@ class AlationStream(AnalyticsStream):
         )
         return payload
 
+    @property
+    def ts_paths(self) -> TsPaths:
+        paths = self.__dict__.get("_ts_paths")
+        if paths is None:
+            paths = self.__dict__["_ts_paths"] = timestamp_paths(self.schema)
+        return paths
+
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         try:
-            normalize_timestamps(row)
+            normalize_at_paths(row, self.ts_paths)
         except ValueError as exc:
             raise TapAnalyticsError(f"Alation stream '{self.name}'", str(exc)) from None
         if self.replication_key and self.is_timestamp_replication_key:
@@ -222,33 +289,21 @@ class AlationStream(AnalyticsStream):
         microsecond timestamp is the one case this skips; Alation timestamps carry
         microseconds, and `__gt` would have the same blind spot.)
         """
-        bookmark = self._bookmark_cache(context)
-        if bookmark is None:
-            return row
-        value = row.get(self.replication_key)
-        if value is not None and parse_datetime(value) == bookmark:
+        if "_skip_at" not in self.__dict__:
+            raw = self.state_bookmark(context)
+            # Only a bookmark from STATE (not start_date) marks records already emitted.
+            # Both are in normalize()'s fixed format, so string equality is instant equality.
+            mark = normalize(raw) if raw is not None else None
+            self.__dict__["_skip_at"] = mark if mark == self.starting_value(context) else None
+        mark = self.__dict__["_skip_at"]
+        if mark is not None and row.get(self.replication_key) == mark:
             return None
         return row
-
-    def _bookmark_cache(self, context: Context | None) -> t.Any:
-        key = repr(sorted((context or {}).items()))
-        cache = self.__dict__.setdefault("_bookmarks", {})
-        if key not in cache:
-            raw = self.state_bookmark(context)
-            start = self.starting_value(context)
-            # Only a bookmark from STATE (not start_date) marks records already emitted.
-            cache[key] = (
-                parse_datetime(raw)
-                if raw is not None and start is not None
-                and parse_datetime(raw) == parse_datetime(start)
-                else None
-            )
-        return cache[key]
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         self.pages_done = 0
         self.records_seen = 0
-        self.__dict__.pop("_bookmarks", None)
+        self.__dict__.pop("_skip_at", None)
         yield from super().get_records(context)
         self.logger.info(
             "Alation stream '%s': finished after %d pages, %d records read",

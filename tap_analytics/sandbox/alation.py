@@ -34,11 +34,17 @@ NOT_FOUND = {"detail": "Not found."}
 
 
 def ts_z(value: dt.datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """'2018-01-23T08:17:00.123456Z' (one of the doc's two styles)."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def ts_space(value: dt.datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+    """'2017-10-18 01:19:09.855398+00:00' (the other style)."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(sep=" ", timespec="microseconds")
 
 
 @functools.lru_cache(maxsize=1 << 18)
