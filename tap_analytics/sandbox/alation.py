@@ -90,7 +90,8 @@ PARAMS: dict[str, dict[str, tuple[str, t.Callable[[dict], t.Any]]]] = {
         **{n: ("int", _field(n)) for n in ("id", "datasource_id")},
         **{n: ("str", _field(n)) for n in ("title", "description", "autosave_content",
                                            "content")},
-        **{n: ("bool", _field(n)) for n in ("saved", "published")},
+        # has_unsaved_changes: not in the parameter table, but in the doc's examples.
+        **{n: ("bool", _field(n)) for n in ("saved", "published", "has_unsaved_changes")},
         "ts_last_saved": ("dt", _field("ts_last_saved")),
         "datasource_title": ("str", _sub("datasource", "title")),
         "datasource_uri": ("str", _sub("datasource", "uri")),
