@@ -284,3 +284,15 @@ def test_a_429_that_persists_stops_this_and_later_streams_without_queries() -> N
     assert len(tap.deferred_errors) == 1
     message = str(tap.deferred_errors[0])
     assert "scuba_a" in message and "429 persisted" in message and "0 of 4" in message
+
+
+def test_setting_defaults_apply_and_overrides_win() -> None:
+    from tap_analytics.scuba.settings import SETTINGS
+
+    block = SETTINGS.to_dict()["scuba"]["properties"]
+    stream = tap_for([{"name": "o", "query_response_id": "r1"}]).streams["scuba_o"]
+    assert stream.backoff_max_tries() == block["max_tries"]["default"]
+    assert stream.timeout == block["request_timeout_seconds"]["default"]
+    tuned = tap_for([{"name": "o", "query_response_id": "r1"}], max_tries=2,
+                    request_timeout_seconds=30).streams["scuba_o"]
+    assert (tuned.backoff_max_tries(), tuned.timeout) == (2, 30)

@@ -24,6 +24,9 @@ if t.TYPE_CHECKING:
     from tap_analytics.scuba.entries import QueryEntry
 
 BOOKMARK_KEY = "window_end"
+#: The defaults of settings.py (the SDK does not fill defaults into the config).
+DEFAULT_MAX_TRIES = 4
+DEFAULT_TIMEOUT = 200
 # "The request limit of 1000 queries has been reached. This token can be used ... on <date>"
 _DAILY_RE = re.compile(r"request limit of (\d+) quer", re.IGNORECASE)
 _DAILY_WORDS = ("has been reached", "can be used for requests on", "per day", "daily")
@@ -79,6 +82,14 @@ class ScubaStream(AnalyticsStream):
         headers["Authorization"] = f"Token {self.source_config.get('api_token', '')}"
         headers["Accept"] = "application/json, text/csv;q=0.9, */*;q=0.5"
         return headers
+
+    @property
+    def timeout(self) -> int:
+        # The server gives up at 180 s (504); wait a little longer than that by default.
+        return int(self.source_config.get("request_timeout_seconds") or DEFAULT_TIMEOUT)
+
+    def backoff_max_tries(self) -> int:
+        return int(self.source_config.get("max_tries") or DEFAULT_MAX_TRIES)
 
     @property
     def limiter(self) -> QueryLimiter:

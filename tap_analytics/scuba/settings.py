@@ -19,7 +19,9 @@ QUERY_ENTRY = th.ObjectType(
     th.Property(
         "bql",
         th.StringType,
-        description="A BQL query: POST /v1/query. Time-window placeholders make it incremental.",
+        description="A BQL query: POST /v1/query. Time-window placeholders {{start_ms}}, "
+        "{{end_ms}}, {{start_s}}, {{end_s}}, {{start_iso}}, {{end_iso}} make it incremental "
+        "(one query per window); without them one query per run.",
     ),
     th.Property(
         "query",
@@ -37,8 +39,9 @@ QUERY_ENTRY = th.ObjectType(
     th.Property(
         "schema",
         th.ObjectType(additional_properties=True),
-        description="JSON Schema `properties` of the stream's records; "
-        "when absent the schema is derived without spending a query.",
+        description="JSON Schema `properties` of the stream's records (snake_case names); "
+        "when absent the schema is derived without spending a query (see docs/scuba.md; "
+        "`python -m tap_analytics.scuba schema` prints one to pin).",
     ),
     th.Property(
         "key_properties",
@@ -75,7 +78,8 @@ SETTINGS = th.Property(
             "window_days",
             th.NumberType,
             default=1,
-            description="Size of the time windows a long range is split into (days).",
+            description="Size of the time windows a long range is split into (days, "
+            "fractions allowed). Without a past end_date only complete windows are queried.",
         ),
         th.Property(
             "min_seconds_between_queries",
