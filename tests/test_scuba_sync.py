@@ -344,3 +344,33 @@ def test_schema_probe_spends_exactly_one_query(sb: Sandbox, scuba: t.Any, tmp_pa
     assert schema["start_time_0"] == {"type": ["string"], "format": "date-time"}
     assert len(scuba.requests()) == 1
     assert SCUBA_TOKEN not in proc.stderr + proc.stdout
+
+
+def test_catalog_pins_the_schema_of_an_open_entry(sb: Sandbox, scuba: t.Any) -> None:
+    from tap_analytics.tap import TapAnalytics
+
+    cfg = config(sb, [{"name": "open", "query_response_id": "r9373"}])
+    tap = TapAnalytics(config=cfg, parse_env_config=False, validate_config=True)
+    catalog = tap.catalog_dict
+    entry = catalog["streams"][0]
+    assert entry["schema"].get("additionalProperties") is True
+    pinned = {
+        "country": {"type": ["string"]},
+        "measure_1": {"type": ["integer", "null"]},
+        "start_time_0": {"type": ["string"], "format": "date-time"},
+        "end_time_0": {"type": ["string"], "format": "date-time"},
+    }
+    entry["schema"] = {"type": "object", "properties": pinned}
+    entry["key_properties"] = ["country", "start_time_0"]
+    for meta in entry["metadata"]:
+        if meta["breadcrumb"] == []:
+            meta["metadata"]["table-key-properties"] = ["country", "start_time_0"]
+        elif meta["breadcrumb"][-1] not in pinned:
+            meta["metadata"]["selected"] = False
+    result = run_inprocess(cfg, catalog=catalog)
+    records = result.records["scuba_open"]
+    assert records and all(set(r) == set(pinned) for r in records)  # measure_2 left out
+    assert set(result.schemas["scuba_open"]["properties"]) == set(pinned)
+    key_msgs = [m for m in result.messages if m["type"] == "SCHEMA"]
+    assert key_msgs[0]["key_properties"] == ["country", "start_time_0"]
+    assert len(scuba.requests()) == 1
