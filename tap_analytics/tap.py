@@ -203,6 +203,10 @@ def _report(exc: BaseException, secrets: list[str]) -> None:
         line = str(exc)
     elif isinstance(exc, (FatalAPIError, RetriableAPIError)):
         line = str(exc)
+    elif isinstance(exc, requests.exceptions.SSLError):
+        from tap_analytics.common.http import tls_error_message  # noqa: PLC0415
+
+        line = tls_error_message(exc)
     elif isinstance(exc, requests.exceptions.RequestException):
         req = getattr(exc, "request", None)
         where = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import typing as t
 from urllib.parse import urlparse
 
@@ -11,7 +12,7 @@ import requests
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_analytics.common.errors import config_secrets, one_line, redact
+from tap_analytics.common.errors import TapAnalyticsError, config_secrets, one_line, redact
 from tap_analytics.common.fastpath import FastRecordsMixin
 
 if t.TYPE_CHECKING:
@@ -41,6 +42,25 @@ def body_detail(response: requests.Response) -> str:
         if parts:
             return one_line(": ".join(parts), 300)
     return one_line(text, 200)
+
+
+_CERT_REASON = re.compile(r"certificate verify failed: ([^(']+)|(Hostname mismatch[^(']*)")
+
+
+def tls_error_message(exc: requests.exceptions.SSLError, url: str | None = None) -> str:
+    """One line for a TLS failure: server, reason, and what to do. Not retryable: a
+    certificate does not become valid by waiting."""
+    req = getattr(exc, "request", None)
+    parsed = urlparse(url or (getattr(req, "url", None) or ""))
+    where = f"https://{parsed.hostname}:{parsed.port or 443}{parsed.path}" if parsed.hostname \
+        else "the server"
+    found = _CERT_REASON.search(str(exc))
+    if found:
+        reason = (found.group(1) or found.group(2) or "").strip()
+        return (f"TLS certificate verification failed for {where}: {reason} "
+                "(if the server uses a private CA, set ca_bundle to that CA's PEM file)")
+    return (f"TLS handshake failed for {where}: {one_line(str(exc), 160)} "
+            "(check the URL's scheme and port; for a private CA set ca_bundle)")
 
 
 class AnalyticsStream(FastRecordsMixin, RESTStream):
@@ -73,6 +93,20 @@ class AnalyticsStream(FastRecordsMixin, RESTStream):
     @property
     def timeout(self) -> int:
         return int(self.source_config.get("request_timeout_seconds") or 300)
+
+    def request_decorator(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+        """The SDK's retrying decorator, except for TLS failures: one clear error at once."""
+
+        def no_retry_on_tls(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            try:
+                return func(*args, **kwargs)
+            except requests.exceptions.SSLError as exc:
+                raise TapAnalyticsError(
+                    f"{self.source_name} stream '{self.name}'",
+                    redact(tls_error_message(exc), self.secrets),
+                ) from None
+
+        return super().request_decorator(no_retry_on_tls)
 
     def backoff_max_tries(self) -> int:
         return int(self.source_config.get("max_tries") or DEFAULT_MAX_TRIES)
