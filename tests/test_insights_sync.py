@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
+import re
 import typing as t
 
 import pytest
@@ -431,3 +432,48 @@ def test_429_is_waited_out(sb: Sandbox) -> None:
     assert service.max_pending <= 2
     api.close()
     other.close()
+
+
+def test_not_finished_yet_is_asked_again(fresh_sandbox: t.Callable[..., Sandbox]) -> None:
+    sandbox = fresh_sandbox(services=["insights"])
+    sandbox.insights.locate_lag = 2
+    result = run_inprocess(fault_config(sandbox, end_day=1))
+    assert len(result.records[APP]) == 144
+    locates = [r for r in sandbox.insights.requests("/_rest/v4/dwh/Q/", "GET")
+               if not r.path.endswith("/status")]
+    assert len(locates) == 3  # two "not finish yet", then the file list
+
+
+def test_changed_header_is_one_clear_error(fresh_sandbox: t.Callable[..., Sandbox]) -> None:
+    sandbox = fresh_sandbox(services=["insights"])
+    sandbox.insights.wrong_header = True
+    result = run_cli(fault_config(sandbox, end_day=1))
+    assert result.returncode == 1
+    line = [x for x in result.stderr.splitlines() if x.startswith("tap-analytics: error:")]
+    assert len(line) == 1
+    assert line[0].startswith(f"tap-analytics: error: {APP}: report file reports/")
+    assert "missing: ExitReason; unexpected: ExitReasonRenamed" in line[0]
+    assert APP not in result.records
+
+
+def test_query_timeout_is_a_clear_error(fresh_sandbox: t.Callable[..., Sandbox]) -> None:
+    sandbox = fresh_sandbox(services=["insights"])
+    sandbox.insights.query_seconds = 60
+    config = fault_config(sandbox, end_day=1, query_timeout_seconds=0.6)
+    with pytest.raises(TapAnalyticsError) as info:
+        run_inprocess(config)
+    assert str(info.value).startswith(f"{APP}: window 1/1 [2024-01-01T00:00:00Z, "
+                                      "2024-01-02T00:00:00Z): query ")
+    assert "still Pending after" in str(info.value)
+    assert "query_timeout_seconds" in str(info.value)
+
+
+def test_progress_and_status_transitions_logged(sb: Sandbox,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    config = fault_config(sb, end_day=2)
+    with caplog.at_level(logging.INFO):
+        run_inprocess(config)
+    text = caplog.text
+    assert "window 1/2 [2024-01-01T00:00:00Z, 2024-01-02T00:00:00Z): query " in text
+    assert "is Pending" in text and "is Completed" in text
+    assert re.search(r"window 2/2 \[[^)]*\) done: 144 rows in [\d.]+ s \(\d+ rows/s\)", text)

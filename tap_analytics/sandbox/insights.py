@@ -16,7 +16,8 @@ download (streamed, never held in memory) and served over SFTP.
 Fault switches (attributes): `cancel_next` (n queries end Canceled), `truncate`
 ("once" / "always"), `drop_once` (the SFTP connection drops mid-file once),
 `rows_override` (n rows per report, spread over the window: big reports),
-`query_seconds` (time until a query completes), `rows_per_file`.
+`query_seconds` (time until a query completes), `rows_per_file`, `wrong_header` (a
+renamed column in the files), `locate_lag` (extra "not finish yet" answers per query).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Query:
     files: list[str] = field(default_factory=list)
     rows: list[tuple[int, int]] = field(default_factory=list)  # (first, count) per file
     local: dict[str, str] = field(default_factory=dict)
+    lag: int = 0
 
     def status(self, now: float) -> str:
         return self.outcome if now >= self.done_at else "Pending"
@@ -141,6 +143,8 @@ class InsightsService(Service):
         self.cancel_next = 0
         self.truncate: str | None = None  # "once" | "always"
         self.drop_once = False
+        self.wrong_header = False  # the files' header names one column differently
+        self.locate_lag = 0  # "not finish yet" answers from GET /dwh/Q/<id> after completion
         self.max_pending = 0
         self.rejected_429 = 0
         self.drops = 0
@@ -256,7 +260,11 @@ class InsightsService(Service):
                 body["messages"] = query.messages
             return json_response(body)
         if len(parts) == 1:
-            if status == "Pending":
+            with self.lock:
+                lagging = status != "Pending" and query.lag > 0
+                if lagging:
+                    query.lag -= 1
+            if status == "Pending" or lagging:
                 text = "Process has not finish yet, please verify the status of your request"
             elif status == "Completed":
                 text = "Process finished. Download: [" + ", ".join(
@@ -332,7 +340,7 @@ class InsightsService(Service):
                 messages = ["Query range to wide",
                             "All data fields have empty values, advise adding core fields"]
             query = Query(guid, body, fields, start, end, now,
-                          now + self.query_seconds, outcome, messages)
+                          now + self.query_seconds, outcome, messages, lag=self.locate_lag)
             if outcome == "Completed":
                 per = max(1, self.rows_per_file)
                 stamp = int(time.time() * 1000)
@@ -379,7 +387,10 @@ class InsightsService(Service):
                     ) as gz:
                         text = io.TextIOWrapper(gz, encoding="utf-8", newline="")
                         writer = csv.writer(text)
-                        writer.writerow(query.fields)
+                        header = list(query.fields)
+                        if self.wrong_header:
+                            header[-1] = header[-1] + "Renamed"
+                        writer.writerow(header)
                         for _ in range(count):
                             writer.writerow(next(rows))
                         text.flush()
