@@ -169,8 +169,9 @@ class InsightsReportStream(Stream):
                              self.name, format_datetime(start), format_datetime(end))
             return
         reports.check_fields(self.index, self.report, api.fields(self.name))
-        # In BATCH mode a STATE written mid-stream could go out before the BATCH file
-        # holding those rows: the bookmark then moves only once, at the end.
+        # In BATCH mode a STATE written here could go out before the BATCH message holding
+        # those rows: the bookmark is only updated, and the SDK writes it after each BATCH
+        # (every row of a finished window was handed over before the update).
         write_each = not self.get_batch_config(self.config)
         self.logger.info("%s: %d window(s) of %g h from %s to %s", self.name, len(todo),
                          hours, iso_z(start), iso_z(end))
