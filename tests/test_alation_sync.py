@@ -211,10 +211,13 @@ def test_server_errors_are_retried_then_succeed() -> None:
     with Sandbox(seed=5, services=["alation"]) as sb:
         config = sb.config()
         config["alation"]["result_query_ids"] = []
-        sb.alation.fail_next(503, count=2, path_prefix=PATHS["alation_execution_events"])
+        sb.alation.fail_next(429, path_prefix=PATHS["alation_execution_events"],
+                             body=b'{"detail": "Request was throttled."}',
+                             content_type="application/json")
+        sb.alation.fail_next(503, path_prefix=PATHS["alation_execution_events"])
         result = run_inprocess(config)
         statuses = [r.status for r in requests_of(sb.alation, "alation_execution_events")]
-        assert statuses[:3] == [503, 503, 200]
+        assert statuses[:3] == [429, 503, 200]
         assert len(result.records["alation_execution_events"]) == len(
             sb.alation.data["execution_event"])
 
