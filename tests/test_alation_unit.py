@@ -177,3 +177,96 @@ def test_csv_round_trip(rows: list[list[str]]) -> None:
     # Default "\r\n" terminator: the writer then quotes any field holding \r or \n.
     csv.writer(buf).writerows([header, *rows])
     assert list(parse_result_csv(buf.getvalue())) == [dict(zip(header, r)) for r in rows]
+
+
+# -- the schemas cover the doc's sample responses --------------------------------------
+DOC_SAMPLES = {
+    "alation_queries": {
+        "datasource_id": 1, "autosave_content": "SELECT 1;", "content": "SELECT 1;",
+        "saved": True, "published": False, "url": "/integration/query/123/", "id": 123,
+        "title": "Query Title", "description": "Query description.",
+        "datasource": {"title": "Datasource Title", "id": 1, "url": "/data/1/",
+                       "uri": "dbtype://server:port/?param=val"},
+        "ts_last_saved": "2018-01-23T00:00:00.123456Z", "has_unsaved_changes": False,
+        "catalog_url": "/query/123/", "compose_url": "/compose/query/123/",
+        "domains": [{"title": "domain title", "id": 1, "description": "domain description"}],
+        "tags": [{"id": 1, "name": "@tag_name", "description": "tag description",
+                  "ts_created": "2024-04-12T11:58:56.176079Z", "url": "/tag/1/",
+                  "ts_updated": "2024-04-12T12:03:40.884535Z"}],
+        "schedules": [{
+            "enabled": False, "cron_expression": "17 1 * * *",
+            "ts_last_attempt": "2018-01-23T08:17:00.123456Z", "overdue": False,
+            "ts_next_run": "2018-01-24T08:17:00.123456Z", "celery_queue": "run_scheduling",
+            "celery_task_name": "rosemeta.tasks.query_scheduling.run_query_123",
+            "user": {"username": "someone@example.com", "is_active": True},
+            "db_connection": {"uri": "dbtype://server:port/?param=val",
+                              "username": "dbusername",
+                              "ts_modified": "2018-01-01T15:00:00.123456Z",
+                              "ts_last_used": "2018-01-23T08:17:00.123456Z"},
+            "latest_session": {"id": 1234, "client_session_id": "2018-01-23T01:17:00Z#0a1b",
+                               "query_id": 123, "ts_start": "2018-01-23T08:17:00.123456Z",
+                               "sandbox_id": "schedule-123", "batch_ids": [1234]}}],
+    },
+    "alation_execution_sessions": {
+        "id": 1234, "client_session_id": "2018-01-23T01:17:00.123456Z#0a1b3c4d",
+        "query_id": 123, "ts_start": "2018-01-23T08:17:00.123456Z",
+        "sandbox_id": "schedule-123", "is_scheduled": True, "batch_ids": [1234]},
+    "alation_execution_batches": {
+        "id": 1, "query_id": 1, "session_id": 1, "events": [{"id": 1, "index_in_batch": 0}]},
+    "alation_execution_events": {
+        "id": 12345,
+        "result": {"id": 12345, "title": "Result Title",
+                   "ts_created": "2018-01-23T08:17:00.123456Z", "row_count": 250000,
+                   "byte_count": 17500000, "ts_expiration": "2018-02-23T08:17:00.123456Z",
+                   "truncated": False, "expired": False, "deleted": False,
+                   "url": "/execution_result/12345/", "storage_status": "STORED_PART",
+                   "data_schema": [{"norm_type": "INT", "type": "int",
+                                    "original_name": "x.y", "name": "y"}],
+                   "query": {"id": 123, "title": "Query Title",
+                             "description": "Query description."}},
+        "num_result_rows": 250000, "execution_error": None, "canceled": False,
+        "ts_executed": "2018-01-23T08:17:00.123456Z", "elapsed_seconds": 7.654321,
+        "index_in_batch": 0, "batch_id": 1234, "session_id": 1234, "query_id": 123,
+        "db_username": "alation", "statement_content": "select * from default.employee",
+        "datasource": {"title": "Datasource Title", "id": 1, "url": "/data/1/",
+                       "uri": "dbtype://server:port/?param=val"}},
+    "alation_scheduled_runs": {
+        "session_id": 1234, "query_id": 123, "query_title": "Query Title",
+        "task_id": "af406fcd-8c9d-4837-a34e-5b5e88eca923",
+        "ts_sent_to_broker": "2018-01-23T08:17:00.123456Z", "ts_prerun": None,
+        "ts_postrun": None},
+}
+
+
+def _missing(sample: t.Any, schema: dict, path: str = "") -> list[str]:
+    """Sample fields the schema does not declare (at any depth)."""
+    out: list[str] = []
+    if isinstance(sample, dict):
+        props = schema.get("properties") or {}
+        for key, value in sample.items():
+            if key not in props:
+                out.append(f"{path}.{key}")
+            else:
+                out += _missing(value, props[key], f"{path}.{key}")
+    elif isinstance(sample, list):
+        for item in sample:
+            out += _missing(item, schema.get("items") or {}, f"{path}[]")
+    return out
+
+
+@pytest.mark.parametrize("stream_name", sorted(DOC_SAMPLES))
+def test_schemas_declare_every_field_of_the_docs_samples(stream_name: str) -> None:
+    stream = make_tap().streams[stream_name]
+    assert _missing(DOC_SAMPLES[stream_name], stream.schema) == []
+    # and every timestamp of the sample comes out normalised
+    out = stream.post_process(json_copy(DOC_SAMPLES[stream_name]))
+    assert out is not None
+    text = str(out)
+    assert "Z'" not in text
+    assert ("123456+00:00" in text) == (stream_name != "alation_execution_batches")
+
+
+def json_copy(obj: t.Any) -> t.Any:
+    import json  # noqa: PLC0415
+
+    return json.loads(json.dumps(obj))
