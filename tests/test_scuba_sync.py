@@ -12,10 +12,10 @@ import sys
 import typing as t
 
 import pytest
+from helpers import run_cli, run_inprocess
 
 from tap_analytics.sandbox import SCUBA_TOKEN, Sandbox
 from tap_analytics.sandbox.scuba import SAVED
-from helpers import run_cli, run_inprocess
 
 UTC = dt.timezone.utc
 DAY = dt.timedelta(days=1)
@@ -130,7 +130,7 @@ def test_each_window_once_matching_the_source_and_spaced(sb: Sandbox, scuba: t.A
     for s, e in wins:
         rendered = EVENTS_BQL.replace("{{start_ms}}", str(ms(s))).replace(
             "{{end_ms}}", str(ms(e)))
-        columns, rows = scuba.post_rows(scuba.parse_bql(rendered))
+        _, rows = scuba.post_rows(scuba.parse_bql(rendered))
         expected = {(row[0], row[1]) for row in rows}
         got = {(r["artist"], r["measure_1"]) for r in events if r["window_start"] == iso(s)}
         assert got == expected
@@ -193,7 +193,7 @@ def test_504_once_then_served_from_cache(sb: Sandbox, scuba: t.Any) -> None:
     result = run_inprocess(cfg)
     assert [r.status for r in scuba.requests("/v1/query")] == [504, 200]
     assert scuba.cache_hits == 1
-    columns, rows = scuba.post_rows(dict(SAVED["r9372"]))
+    _, rows = scuba.post_rows(dict(SAVED["r9372"]))
     assert len(result.records["scuba_top"]) == len(rows)
     assert {(r["artist"], r["measure_1"]) for r in result.records["scuba_top"]} == {
         (row[0], row[1]) for row in rows}

@@ -183,7 +183,7 @@ class ScubaService(Service):
         if aggregator == "count_star":
             return count
         if aggregator == "unique_count":
-            return int(math.ceil(count * 0.37))
+            return math.ceil(count * 0.37)
         if aggregator == "sum":
             return count * 3
         base = self._hash("m", dataset, filt, aggregator, column, group, start, end) % 100_000
@@ -452,7 +452,7 @@ class ScubaService(Service):
                     events = self.measure(dataset, filt, "count_star", None, group, stamp, stop)
                     points.append({
                         "timestamp": stamp,
-                        "properties": {"object_count": int(math.ceil(events * 0.37)),
+                        "properties": {"object_count": math.ceil(events * 0.37),
                                        "event_count": events},
                         "value": self.measure(dataset, filt, agg, col, group, stamp, stop),
                     })

@@ -17,7 +17,8 @@ def _positive(block: dict, name: str, *, integer: bool) -> None:
         return
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
-        raise ConfigError(f"scuba.{name}", f"must be a positive {'integer' if integer else 'number'}")
+        kind = "integer" if integer else "number"
+        raise ConfigError(f"scuba.{name}", f"must be a positive {kind}")
 
 
 def validate(block: t.Any) -> None:
