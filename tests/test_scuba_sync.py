@@ -374,3 +374,34 @@ def test_catalog_pins_the_schema_of_an_open_entry(sb: Sandbox, scuba: t.Any) -> 
     key_msgs = [m for m in result.messages if m["type"] == "SCHEMA"]
     assert key_msgs[0]["key_properties"] == ["country", "start_time_0"]
     assert len(scuba.requests()) == 1
+
+
+def test_batch_mode_states_never_run_ahead_of_batches(
+    sb: Sandbox, scuba: t.Any, tmp_path: t.Any,
+) -> None:
+    import gzip
+    from urllib.parse import urlparse
+
+    cfg = config(sb, [{"name": "users", "query": USERS_QUERY}])
+    cfg["batch_config"] = {"encoding": {"format": "jsonl", "compression": "gzip"},
+                           "storage": {"root": f"file://{tmp_path}"}, "batch_size": 7}
+    result = run_inprocess(cfg)
+    delivered: list[dict] = []
+    checked = 0
+    for message in result.messages:
+        if message["type"] == "BATCH":
+            for url in message["manifest"]:
+                with gzip.open(urlparse(url).path, "rt") as fh:
+                    delivered += [json.loads(line) for line in fh if line.strip()]
+        elif message["type"] == "STATE":
+            mark = message["value"]["bookmarks"].get("scuba_users", {}).get(
+                "replication_key_value")
+            if not mark:
+                continue
+            done = [r for r in delivered if r["window_end"] <= mark]
+            windows_done = {r["window_start"] for r in done}
+            assert len(done) == 5 * len(windows_done)  # every row of a finished window
+            assert max(r["window_end"] for r in done) == mark
+            checked += 1
+    assert checked >= 2
+    assert len(delivered) == 15

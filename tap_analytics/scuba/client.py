@@ -199,6 +199,12 @@ class ScubaStream(AnalyticsStream):
         state = self.get_context_state(None)
         state["replication_key"] = BOOKMARK_KEY
         state["replication_key_value"] = window.end_text
+        if self.get_batch_config(self.config) is not None:
+            # BATCH mode: records wait in a batch file until its BATCH message; the SDK
+            # writes STATE right after each BATCH message, so a STATE from here could
+            # announce windows whose rows are not yet delivered.
+            self.state_manager.is_flushed = False
+            return
         # Checked against singer-sdk 0.54.9: `_write_state_message` only writes when the
         # state manager is marked unflushed; there is no public "emit state now".
         self.state_manager.is_flushed = False
