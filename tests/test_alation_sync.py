@@ -309,3 +309,19 @@ def test_resets_and_5xx_at_random_lose_nothing() -> None:
         for stream, (kind, key, _, _) in STREAMS.items():
             assert sorted(r[key] for r in result.records[stream]) == sorted(
                 r[key] for r in sb.alation.data[kind]), stream
+
+
+def test_html_instead_of_csv_is_one_clear_error_and_repeated_ids_read_once() -> None:
+    with Sandbox(seed=7, services=["alation"]) as sb:
+        config = sb.config()
+        first = sb.alation.result_query_ids[0]
+        config["alation"]["result_query_ids"] = [first, first]
+        result = run_inprocess(config)
+        assert len(sb.alation.requests(f"/integration/v1/query/{first}/result/latest/")) == 1
+        rows = result.records["alation_query_results"]
+        assert len(rows) == len({(r["result_id"], r["row_number"]) for r in rows}) > 0
+
+        sb.alation.fail_next(200, path_prefix="/integration/v1/result/",
+                             body=b"<html><body>Please log in</body></html>")
+        with pytest.raises(TapAnalyticsError, match="got an HTML page"):
+            run_inprocess(config)

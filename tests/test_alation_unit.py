@@ -270,3 +270,12 @@ def json_copy(obj: t.Any) -> t.Any:
     import json  # noqa: PLC0415
 
     return json.loads(json.dumps(obj))
+
+
+def test_base_url_with_or_without_the_api_prefix() -> None:
+    for base in ("https://a.example.com", "https://a.example.com/",
+                 "https://a.example.com/integration/v1/"):
+        tap = TapAnalytics(config={"alation": {**BASE, "base_url": base}},
+                           parse_env_config=False)
+        req = request_of(tap, "alation_queries")
+        assert req.url == "https://a.example.com/integration/v1/query/"

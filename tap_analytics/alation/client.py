@@ -142,7 +142,9 @@ class AlationStream(AnalyticsStream):
     # -- request -------------------------------------------------------------------
     @property
     def url_base(self) -> str:
-        return str(self.source_config.get("base_url", "")).rstrip("/") + API_PREFIX
+        base = str(self.source_config.get("base_url", "")).rstrip("/")
+        # Forgive a base_url given with the API prefix already on it.
+        return base if base.endswith(API_PREFIX) else base + API_PREFIX
 
     @property
     def http_headers(self) -> dict:

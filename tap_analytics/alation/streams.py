@@ -84,8 +84,9 @@ class QueryResultsStream(AlationStream):
         return row
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        for query_id in self.source_config.get("result_query_ids") or []:
-            yield from self._rows_of_query(int(query_id))
+        ids = [int(q) for q in self.source_config.get("result_query_ids") or []]
+        for query_id in dict.fromkeys(ids):  # a repeated id is read once
+            yield from self._rows_of_query(query_id)
 
     def _rows_of_query(self, query_id: int) -> t.Iterator[dict[str, t.Any]]:
         latest_path = f"/query/{query_id}/result/latest/"
@@ -116,6 +117,13 @@ class QueryResultsStream(AlationStream):
         if csv_response.status_code == HTTPStatus.NOT_FOUND:
             self.warn_no_result(query_id, csv_response)
             return
+        if csv_response.headers.get("Content-Type", "").startswith("text/html"):
+            # A login or proxy page, not a result (Alation sends CSV, labelled JSON).
+            raise TapAnalyticsError(
+                f"Alation stream '{self.name}'",
+                f"expected the CSV of result {result_id} from {self.url_path(csv_response)}, "
+                "got an HTML page (check alation.base_url and any proxy in between)",
+            )
         # The doc announces application/json for this CSV body: decode it as UTF-8 text.
         text = csv_response.content.decode("utf-8", errors="replace")
         count = 0
