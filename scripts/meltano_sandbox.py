@@ -20,14 +20,35 @@ ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "TAP_ANALYTICS"
 
 
-def tap_setting_names(meltano_yml: Path = ROOT / "meltano.yml") -> set[str]:
+def _project(meltano_yml: Path = ROOT / "meltano.yml") -> dict:
     import yaml  # noqa: PLC0415
 
-    project = yaml.safe_load(meltano_yml.read_text())
-    for plugin in project["plugins"]["extractors"]:
+    return yaml.safe_load(meltano_yml.read_text())
+
+
+def _tap_plugin(plugins: list[dict] | None) -> dict:
+    for plugin in plugins or []:
         if plugin["name"] == "tap-analytics":
-            return {s["name"] for s in plugin.get("settings") or []}
-    raise SystemExit("meltano.yml: no tap-analytics extractor")
+            return plugin
+    return {}
+
+
+def tap_settings(meltano_yml: Path = ROOT / "meltano.yml") -> dict[str, str | None]:
+    """Setting name -> Meltano kind, as meltano.yml declares them."""
+    plugin = _tap_plugin(_project(meltano_yml)["plugins"]["extractors"])
+    if not plugin:
+        raise SystemExit("meltano.yml: no tap-analytics extractor")
+    return {s["name"]: s.get("kind") for s in plugin.get("settings") or []}
+
+
+def environment_config(environment: str = "sandbox",
+                       meltano_yml: Path = ROOT / "meltano.yml") -> dict:
+    """The tap's config in one environment of meltano.yml (nested dict)."""
+    for env in _project(meltano_yml).get("environments") or []:
+        if env["name"] == environment:
+            plugins = (env.get("config") or {}).get("plugins") or {}
+            return _tap_plugin(plugins.get("extractors")).get("config") or {}
+    return {}
 
 
 def env_name(setting: str) -> str:
@@ -42,15 +63,35 @@ def _text(value: t.Any) -> str:
     return str(value)
 
 
-def meltano_env(config: t.Mapping[str, t.Any], names: set[str] | None = None) -> dict[str, str]:
-    """The TAP_ANALYTICS_* variables that give Meltano this tap config."""
-    names = tap_setting_names() if names is None else names
+def _lookup(config: t.Mapping[str, t.Any], dotted: str) -> t.Any:
+    node: t.Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, t.Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def meltano_env(config: t.Mapping[str, t.Any], *, environment: str = "sandbox",
+                meltano_yml: Path = ROOT / "meltano.yml") -> dict[str, str]:
+    """The TAP_ANALYTICS_* variables that give Meltano this tap config.
+
+    `decimal` settings cannot travel as environment variables (Meltano 4.4 crashes on
+    them): they must already be in the environment's config in meltano.yml.
+    """
+    kinds = tap_settings(meltano_yml)
+    in_yml = environment_config(environment, meltano_yml)
     env: dict[str, str] = {}
 
     def walk(node: t.Mapping[str, t.Any], prefix: str) -> None:
         for key, value in node.items():
             dotted = f"{prefix}{key}"
-            if dotted in names:
+            if dotted in kinds and kinds[dotted] == "decimal":
+                if _lookup(in_yml, dotted) != value:
+                    raise SystemExit(
+                        f"setting '{dotted}': the sandbox uses {value!r} but the '{environment}' "
+                        "environment in meltano.yml does not (run scripts/update-generated)")
+            elif dotted in kinds:
                 env[env_name(dotted)] = _text(value)
             elif isinstance(value, t.Mapping):
                 walk(value, f"{dotted}.")
