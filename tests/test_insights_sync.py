@@ -77,6 +77,8 @@ def days(n: int) -> str:
 @pytest.fixture(scope="module")
 def sb() -> t.Iterator[Sandbox]:
     with Sandbox(seed=7, services=["insights"]) as sandbox:
+        # long enough that two pipelined queries surely overlap, even on a busy machine
+        sandbox.insights.query_seconds = 0.6
         yield sandbox
 
 
