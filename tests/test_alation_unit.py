@@ -279,3 +279,11 @@ def test_base_url_with_or_without_the_api_prefix() -> None:
                            parse_env_config=False)
         req = request_of(tap, "alation_queries")
         assert req.url == "https://a.example.com/integration/v1/query/"
+
+
+def test_a_broken_state_bookmark_is_one_clear_error() -> None:
+    from tap_analytics.common.errors import TapAnalyticsError  # noqa: PLC0415
+
+    state = bookmark("alation_queries", "ts_last_saved", "last tuesday")
+    with pytest.raises(TapAnalyticsError, match=r"alation_queries.*STATE bookmark.*not a"):
+        request_of(make_tap(state), "alation_queries")

@@ -190,7 +190,14 @@ class AlationStream(AnalyticsStream):
             return bookmark  # batch ids: start_date does not apply
         # The later of the STATE bookmark and start_date (what the SDK does too), computed
         # here from state and config so a request can be built outside a running sync.
-        candidates = [normalize(v) for v in (bookmark, self.config.get("start_date")) if v]
+        try:
+            candidates = [normalize(v) for v in (bookmark, self.config.get("start_date")) if v]
+        except ValueError:
+            raise TapAnalyticsError(
+                f"Alation stream '{self.name}'",
+                f"the STATE bookmark for {self.replication_key} is not a timestamp "
+                f"({one_line(str(bookmark), 60)!r}): fix or remove it from the state",
+            ) from None
         return max(candidates) if candidates else None
 
     def filter_params(self, context: Context | None) -> dict[str, t.Any]:
