@@ -479,3 +479,12 @@ def test_progress_and_status_transitions_logged(sb: Sandbox,
     assert "window 1/2 [2024-01-01T00:00:00Z, 2024-01-02T00:00:00Z): query " in text
     assert "is Pending" in text and "is Completed" in text
     assert re.search(r"window 2/2 \[[^)]*\) done: 144 rows in [\d.]+ s \(\d+ rows/s\)", text)
+
+
+def test_one_query_at_a_time_when_configured(fresh_sandbox: t.Callable[..., Sandbox]) -> None:
+    sandbox = fresh_sandbox(services=["insights"])
+    sandbox.insights.query_seconds = 0.4
+    result = run_inprocess(fault_config(sandbox, end_day=3, max_concurrent_queries=1))
+    assert sandbox.insights.max_pending == 1
+    assert as_compared(result.records[APP], APP_FIELDS) == expected_rows(
+        sandbox.insights, APP_FIELDS, DATA_START, DATA_START + dt.timedelta(days=3))
