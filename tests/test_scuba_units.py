@@ -296,3 +296,26 @@ def test_setting_defaults_apply_and_overrides_win() -> None:
     tuned = tap_for([{"name": "o", "query_response_id": "r1"}], max_tries=2,
                     request_timeout_seconds=30).streams["scuba_o"]
     assert (tuned.backoff_max_tries(), tuned.timeout) == (2, 30)
+
+
+def test_the_sdk_retries_go_through_the_limiter() -> None:
+    import itertools
+
+    stream = tap_for([{"name": "o", "query_response_id": "r1"}]).streams["scuba_o"]
+    clock = FakeClock()
+    stream.runtime.limiters[TOKEN] = QueryLimiter(1.0, margin=0.1, clock=clock,
+                                                  sleep=clock.sleep)
+    no_wait = lambda: (0.0 for _ in itertools.count())  # noqa: E731
+    stream.backoff_wait_generator = no_wait  # type: ignore[method-assign]
+    stream.backoff_jitter = lambda value: 0.0  # type: ignore[method-assign]
+    sent: list[float] = []
+
+    def send(*args: t.Any) -> str:
+        sent.append(clock.now)
+        if len(sent) < 3:
+            raise RetriableAPIError("HTTP 504", response(504, {"error": "Request timed out"}))
+        return "answer"
+
+    assert stream.request_decorator(send)() == "answer"
+    assert [b - a for a, b in zip(sent, sent[1:])] == pytest.approx([1.1, 1.1])
+    assert stream.limiter.sent == 3
