@@ -129,7 +129,8 @@ class TapAnalytics(Tap):
             validate_config=True,
         )
         tap.sync_all()
-        tap.message_writer.flush()  # FastSingerWriter: the last buffered lines
+        if isinstance(tap.message_writer, FastSingerWriter):
+            tap.message_writer.flush()  # the last buffered lines
         if tap.deferred_errors:
             raise tap.deferred_errors[0]
 

@@ -1,0 +1,142 @@
+"""`python -m benchmarks`: every benchmark in one run, then a goal / PASS / FAIL table.
+
+    .venv/bin/python -m benchmarks                 # all three sections (~5-8 min, 2 cores)
+    .venv/bin/python -m benchmarks --quick         # smaller sizes, one repeat (a smoke run)
+    .venv/bin/python -m benchmarks --sections 1,3  # some sections only
+    .venv/bin/python -m benchmarks --json out.json # also write every number as JSON
+
+Not a test: nothing here asserts; machines are shared and noisy. Read the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+from benchmarks.common import machine
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default="1,2,3")
+    parser.add_argument("--quick", action="store_true",
+                        help="20k events / 20k+200k rows, one repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per variant (>=3)")
+    parser.add_argument("--json", type=Path, help="write all numbers here")
+    args = parser.parse_args(argv)
+    sections = {s.strip() for s in args.sections.split(",")}
+    repeats = 1 if args.quick else max(1, args.repeats)
+
+    info = machine()
+    _log("tap-analytics benchmarks  " + "  ".join(f"{k}={v}" for k, v in info.items()))
+    results: dict[str, t.Any] = {"machine": info}
+    goals: list[tuple[str, str, bool | None]] = []
+    started = time.monotonic()
+
+    if "1" in sections:
+        from benchmarks import throughput  # noqa: PLC0415
+
+        n = 20_000 if args.quick else 100_000
+        _log(f"\n== 1. {n:,} Alation execution events: tap vs plain extractor vs stock SDK ==")
+        r1 = throughput.run(n=n, repeats=repeats, log=_log)
+        results["throughput"] = r1
+        v = r1["variants"]
+        _log(f"    {'variant':10s} {'median wall s':>14s} {'records/s':>11s} "
+             f"{'median CPU s':>13s} {'records/CPU s':>14s}")
+        for label in ("tap", "plain", "stock_sdk"):
+            x = v[label]
+            _log(f"    {label:10s} {_fmt(x['wall_median_s']):>14s} "
+                 f"{_fmt(x['records_per_s_wall'], 0):>11s} {_fmt(x['cpu_median_s']):>13s} "
+                 f"{_fmt(x['records_per_s_cpu'], 0):>14s}")
+        _log(f"    ratios (wall): tap/plain = {r1['ratio_tap_vs_plain']:.2f}x, "
+             f"tap/stock = {r1['ratio_tap_vs_stock']:.2f}x;  (CPU): tap/plain = "
+             f"{r1['ratio_tap_vs_plain_cpu']:.2f}x, tap/stock = {r1['ratio_tap_vs_stock_cpu']:.2f}x")
+        pr = r1["per_record_us"]
+        _log(f"    per-record path alone (CPU µs/record): SDK {pr['sdk']:.1f}, "
+             f"tap {pr['tap']:.1f} ({pr['sdk'] / pr['tap']:.1f}x less)")
+        all_ok = all(x["ok"] for x in v.values())
+        goals.append(("1  every variant emitted all records, exit 0",
+                      f"{n:,} each", all_ok))
+        goals.append(("1  tap >= 0.6x plain extractor (records/s, wall)",
+                      f"{r1['ratio_tap_vs_plain']:.2f}x", r1["ratio_tap_vs_plain"] >= 0.6))
+        goals.append(("1  tap >= 3x stock singer-sdk stream (records/s, wall)",
+                      f"{r1['ratio_tap_vs_stock']:.2f}x", r1["ratio_tap_vs_stock"] >= 3))
+
+    if "2" in sections:
+        from benchmarks import memory  # noqa: PLC0415
+
+        sizes = ((20_000, 1), (200_000, 1)) if args.quick else (
+            (100_000, repeats), (1_000_000, 1))
+        _log(f"\n== 2. Insights report rows: {' and '.join(f'{n:,}' for n, _ in sizes)} ==")
+        r2 = memory.run(sizes=sizes, log=_log)
+        results["memory"] = r2
+        small, big = (r2["sizes"][str(n)] for n, _ in sizes)
+        for n, _ in sizes:
+            x = r2["sizes"][str(n)]
+            _log(f"    {n:>9,d} rows: {_fmt(x['rows_per_s'], 0)} rows/s (median wall "
+                 f"{_fmt(x['wall_median_s'], 1)} s), peak RSS {_fmt(x['peak_rss_mb'], 1)} MB")
+        ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
+        goals.append(("2  every report run emitted all rows, exit 0",
+                      "", small["ok"] and big["ok"]))
+        goals.append((f"2  peak RSS({sizes[1][0]:,}) <= 1.2x peak RSS({sizes[0][0]:,})",
+                      f"{ratio:.2f}x ({big['peak_rss_mb']:.0f} / {small['peak_rss_mb']:.0f} MB)",
+                      ratio <= 1.2))
+        goals.append((f"2  peak RSS({sizes[1][0]:,}) < 200 MB", f"{big['peak_rss_mb']:.0f} MB",
+                      big["peak_rss_mb"] < 200))
+
+    if "3" in sections:
+        from benchmarks import api_calls  # noqa: PLC0415
+
+        _log("\n== 3. Requests per stream: full sync, then incremental with no new data ==")
+        r3 = api_calls.run(log=_log)
+        results["api_calls"] = r3
+        runs = r3["runs"]
+        for service in ("alation", "scuba", "insights"):
+            keys = sorted(set(runs["full"]["requests"].get(service, {}))
+                          | set(runs["incremental"]["requests"].get(service, {})))
+            for key in keys:
+                _log(f"    {service:8s} {key:42s} full {runs['full']['requests'][service].get(key, 0):4d}"
+                     f"   incremental {runs['incremental']['requests'][service].get(key, 0):4d}")
+        inc = r3["alation_incremental_requests"]
+        goals.append(("3  syncs exit 0", "", all(r["returncode"] == 0 for r in runs.values())))
+        goals.append(("3  incremental no-change: 1 request per Alation list stream",
+                      ", ".join(f"{k.removeprefix('alation_')}={v}" for k, v in inc.items()),
+                      all(v == 1 for v in inc.values())))
+        gaps = r3["scuba_min_gap_s"]
+        gap_ok = all(g is None or g >= 1.0 for g in gaps.values())
+        goals.append(("3  Scuba: never two queries within 1 s (per run)",
+                      ", ".join(f"{p} min gap {g:.2f} s" if g is not None else f"{p} -"
+                                for p, g in gaps.items()), gap_ok))
+        goals.append(("3  Scuba: no finished window re-run by the incremental sync",
+                      f"{len(r3['scuba_window_reruns'])} re-run(s); windowed queries "
+                      f"full={r3['scuba_queries']['full']['windowed']} "
+                      f"incremental={r3['scuba_queries']['incremental']['windowed']}",
+                      not r3["scuba_window_reruns"]))
+
+    elapsed = time.monotonic() - started
+    _log(f"\n== Goals ({elapsed / 60:.1f} min) ==")
+    width = max(len(g[0]) for g in goals) if goals else 10
+    for name, value, ok in goals:
+        _log(f"  {'PASS' if ok else 'FAIL'}  {name:{width}s}  {value}")
+    results["goals"] = [{"goal": g, "value": v, "pass": ok} for g, v, ok in goals]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        _log(f"(numbers written to {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

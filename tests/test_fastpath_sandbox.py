@@ -1,0 +1,101 @@
+"""Records the tap emits (fast path, real CLI) are valid against their schemas, for every
+stream of the sandbox config; on real sandbox data the fast path equals the SDK's path."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import re
+
+import pytest
+from helpers import run_cli
+from jsonschema import Draft7Validator, FormatChecker
+from singer_sdk.io_base import SingerWriter
+
+from tap_analytics.common.fastpath import FastRecordsMixin, FastSingerWriter
+from tap_analytics.sandbox import Sandbox
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+
+checker = FormatChecker()
+
+
+@checker.checks("date-time", raises=ValueError)
+def _is_rfc3339(value: object) -> bool:
+    """RFC 3339 with an explicit offset (jsonschema checks no date-time by itself here)."""
+    if not isinstance(value, str):
+        return True
+    if not _RFC3339.match(value):
+        raise ValueError(f"not an RFC 3339 date-time with an offset: {value!r}")
+    dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return True
+
+
+def test_checker_rejects_what_the_contract_forbids() -> None:
+    validator = Draft7Validator({"type": "string", "format": "date-time"},
+                                format_checker=checker)
+    assert validator.is_valid("2024-01-01T00:00:00.000000+00:00")
+    for bad in ("2024-01-01 00:00:00+00:00", "2024-01-01T00:00:00", "1704067200000",
+                "2024-13-01T00:00:00Z"):
+        assert not validator.is_valid(bad), bad
+
+
+def test_every_sandbox_stream_emits_schema_valid_records(sandbox: Sandbox) -> None:
+    result = run_cli(sandbox.config(), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.schemas, "no SCHEMA messages"
+    empty = [name for name in result.schemas if not result.records.get(name)]
+    assert not empty, f"streams without records: {empty}"
+    for stream, records in result.records.items():
+        assert stream in result.schemas, f"RECORD before/without SCHEMA: {stream}"
+        validator = Draft7Validator(result.schemas[stream], format_checker=checker)
+        for record in records:
+            errors = sorted(validator.iter_errors(record), key=lambda e: list(e.path))
+            assert not errors, (
+                f"{stream}: {errors[0].message} at {list(errors[0].path)} in {record}")
+    # the output ends with the STATE that covers every record (nothing trails it)
+    kinds = [m["type"] for m in result.messages]
+    assert kinds[-1] == "STATE", kinds[-5:]
+
+
+def _sync_bytes(config: dict) -> list[dict]:
+    from tap_analytics.tap import TapAnalytics  # noqa: PLC0415
+
+    tap = TapAnalytics(config=config, parse_env_config=False, validate_config=True)
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")
+    with contextlib.redirect_stdout(out):
+        tap.sync_all()
+        if isinstance(tap.message_writer, FastSingerWriter):
+            tap.message_writer.flush()
+        out.flush()
+    return [json.loads(line) for line in raw.getvalue().decode("utf-8").splitlines()]
+
+
+def test_fast_path_equals_sdk_path_on_alation_sandbox_data(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tap_analytics.tap import TapAnalytics  # noqa: PLC0415
+
+    config = {k: v for k, v in sandbox.config().items() if k not in ("scuba", "insights")}
+    assert TapAnalytics.message_writer_class is FastSingerWriter
+    fast = _sync_bytes(config)
+    monkeypatch.setattr(FastRecordsMixin, "fast_path_enabled", False)
+    monkeypatch.setattr(TapAnalytics, "message_writer_class", SingerWriter)
+    stock = _sync_bytes(config)
+
+    def records(messages: list[dict]) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for m in messages:
+            if m["type"] == "RECORD":
+                out.setdefault(m["stream"], []).append(m["record"])
+        return out
+
+    fast_records, stock_records = records(fast), records(stock)
+    assert sum(map(len, fast_records.values())) > 1000
+    assert fast_records == stock_records
+    assert [m for m in fast if m["type"] == "STATE"][-1] == [
+        m for m in stock if m["type"] == "STATE"][-1]
