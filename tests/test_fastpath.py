@@ -80,6 +80,7 @@ def varied_records() -> list[dict]:
          "tags": ["x", None, 3]},
         {"id": 11, "ratio": 1e16, "big": 0, "name": ""},
         {"id": 12, "nested": {"title": "only plain", "deep": {"n": 2}}, "items": []},
+        {"id": 13, "name": json.loads('"cut emoji \\ud83d here"'), "ratio": 2.5},
     ]
 
 

@@ -35,6 +35,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.encoding.base import GenericSingerWriter
 from singer_sdk.singerlib.encoding.simple import RecordMessage
+from singer_sdk.singerlib.json import serialize_json
 
 if t.TYPE_CHECKING:
     from singer_sdk.singerlib.encoding.simple import Message
@@ -291,7 +292,10 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
                 data["time_extracted"] = stamp.isoformat(sep="T")
         else:  # SCHEMA/STATE/...: rare, so convert any date-time as the SDK would
             data = _isoformat_datetimes(data)
-        return self.encoder.encode(data) + b"\n"
+        try:
+            return self.encoder.encode(data) + b"\n"
+        except UnicodeEncodeError:  # a lone surrogate: the SDK's encoder escapes it
+            return serialize_json(data).encode("ascii") + b"\n"
 
     # -- writing ---------------------------------------------------------------------
     @staticmethod
@@ -424,7 +428,12 @@ class RecordFastPath:
             fallback_write(out, now)
             return
         buffer += self.prefix
-        self.encoder.encode_into(out, buffer, -1)
+        mark = len(buffer)
+        try:
+            self.encoder.encode_into(out, buffer, -1)
+        except UnicodeEncodeError:  # a lone surrogate ("\ud83d"): UTF-8 cannot hold it
+            del buffer[mark:]
+            buffer += serialize_json(out).encode("ascii")  # the SDK's encoder: escaped
         buffer += self.suffix_head
         buffer += now.encode()
         buffer += b'"}\n'
