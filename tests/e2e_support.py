@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, SyncResult, run_cli
+
 from tap_analytics.sandbox import SERVICES, Sandbox
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from meltano_sandbox import meltano_env  # noqa: E402
+from meltano_sandbox import meltano_env
 
 MELTANO_EXE = os.environ.get("MELTANO_EXE") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
 SEED = 7
@@ -211,6 +211,54 @@ def samples(records: list[dict]) -> list[dict]:
     return [records[i] for i in sorted(picks)]
 
 
+def check_warehouse(query: t.Callable[..., list[tuple]], ph: str, schema_name: str,
+                    expected: Expected, *, empty_string_is_null: bool = False) -> None:
+    """Every stream a table with exactly the emitted rows: counts, keys, sample values,
+    date-times typed as timestamps. `query(sql, params)` runs SQL; `ph` is its placeholder.
+    `empty_string_is_null`: target-duckdb 0.8.0 loads "" as NULL (CSV COPY; see README).
+    """
+    records = expected.result.records
+    for stream in expected.streams:
+        schema = expected.result.schemas[stream]
+        keys = expected.key_properties[stream]
+        rows = records.get(stream, [])
+        columns = {name: typ for name, typ in query(
+            "select column_name, data_type from information_schema.columns "
+            f"where table_schema = {ph} and table_name = {ph}", [schema_name, stream])}
+        assert columns, f"{stream}: no table in the warehouse"
+        for prop in date_time_properties(schema):
+            assert columns.get(prop, "").upper().startswith("TIMESTAMP"), (
+                f"{stream}.{prop} is {columns.get(prop)!r}, not a timestamp")
+        count = query(f'select count(*) from {schema_name}."{stream}"')[0][0]
+        assert count == len(rows), f"{stream}: {count} rows loaded, tap emitted {len(rows)}"
+        if keys:
+            key_sql = ", ".join(f'"{k}"' for k in keys)
+            loaded = {tuple(norm(v) for v in r) for r in query(
+                f'select {key_sql} from {schema_name}."{stream}"')}
+            emitted = {tuple(norm(r[k]) for k in keys) for r in rows}
+            assert len(emitted) == len(rows), f"{stream}: the tap emitted a key twice"
+            assert loaded == emitted, f"{stream}: keys differ"
+        scalars = [p for p in scalar_properties(schema) if p in columns]
+        nested = [p for p in schema["properties"]
+                  if p not in scalars and p in columns and p not in PER_RUN_FIELDS]
+        for record in samples(rows):
+            where = " and ".join(f'"{k}" = {ph}' for k in keys) or "true"
+            params = [record[k] for k in keys]
+            cols = ", ".join(f'"{c}"' for c in scalars + nested)
+            found = query(f'select {cols} from {schema_name}."{stream}" where {where}', params)
+            assert len(found) == 1, f"{stream}: sample {params} found {len(found)} times"
+            values = dict(zip(scalars + nested, found[0], strict=True))
+            for prop in scalars:
+                want = record.get(prop)
+                if want == "" and empty_string_is_null:
+                    want = None
+                assert norm(values[prop]) == norm(want), (
+                    f"{stream}.{prop}: {values[prop]!r} != {record.get(prop)!r}")
+            for prop in nested:
+                if record.get(prop) is not None:
+                    assert json_value(values[prop]) == record[prop], f"{stream}.{prop}"
+
+
 # --- PostgreSQL from Debian's binaries -----------------------------------------------
 
 def _pg_bin(name: str) -> str | None:
@@ -236,7 +284,7 @@ class Postgres:
     database: str
 
     def connect(self) -> t.Any:
-        import psycopg  # noqa: PLC0415
+        import psycopg
 
         return psycopg.connect(host=self.host, port=self.port, user=self.user,
                                dbname=self.database, autocommit=True)
