@@ -7,6 +7,7 @@ keeps at most `max_concurrent_queries` (<= 2) queries in flight for the token.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -178,19 +179,16 @@ class InsightsApi:
                          f"{MAX_CANCELED_RETRIES + 1} times; try a smaller window_hours "
                          "or a narrower report")
 
-    def _slot(self, where: str) -> t.ContextManager[None]:
-        api = self
-
-        class _Slot:
-            def __enter__(self) -> None:
-                while not api.slots.acquire(timeout=0.5):
-                    if api.stop.is_set():
-                        raise api._fail(where, "sync aborted")
-
-            def __exit__(self, *exc: object) -> None:
-                api.slots.release()
-
-        return _Slot()
+    @contextlib.contextmanager
+    def _slot(self, where: str) -> t.Iterator[None]:
+        """One of the token's query slots, for as long as a query runs."""
+        while not self.slots.acquire(timeout=0.5):
+            if self.stop.is_set():
+                raise self._fail(where, "sync aborted")
+        try:
+            yield
+        finally:
+            self.slots.release()
 
     def submit(self, body: dict, *, where: str) -> str:
         response = self.request("POST", "/dwh/Q", where=where, json_body=body, wait_on_429=True)

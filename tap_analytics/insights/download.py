@@ -9,6 +9,7 @@ on the server, so the first n rows are the same rows, and no row goes out twice.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import functools
 import gzip
@@ -117,6 +118,9 @@ class WindowReader:
                     problem = f"the SFTP connection dropped ({exc})"
                 except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
                     problem = f"the gzip file is truncated or corrupt ({exc})"
+                except csv.Error as exc:
+                    raise TapAnalyticsError(self.stream_name, f"report file {path}: "
+                                            f"unreadable CSV ({exc})") from None
                 if tries >= self.max_tries:
                     raise TapAnalyticsError(
                         self.stream_name,

@@ -138,7 +138,8 @@ def _flatten_message(node: t.Any, label: str = "") -> str:
 
 
 def iter_csv_gz(fileobj: t.BinaryIO) -> t.Iterator[list[str]]:
-    """Stream a gzip-compressed CSV: first the header list, then each row list.
+    """Stream a gzip-compressed CSV: first the header list, then each row list
+    (a BOM is dropped; the caller maps rows to its column names).
 
     Nothing is held beyond the current block. A truncated or corrupt gzip raises
     EOFError / gzip.BadGzipFile / zlib.error from the read that hits it.
@@ -148,17 +149,3 @@ def iter_csv_gz(fileobj: t.BinaryIO) -> t.Iterator[list[str]]:
     reader = csv.reader(text)
     yield from reader
 
-
-def iter_csv_gz_dicts(fileobj: t.BinaryIO) -> t.Iterator[dict[str, str]]:
-    """As `iter_csv_gz`, as dicts keyed by the header (csv.DictReader semantics)."""
-    rows = iter_csv_gz(fileobj)
-    header = next(rows, None)
-    if header is None:
-        return
-    width = len(header)
-    for row in rows:
-        if not row:
-            continue
-        if len(row) != width:
-            raise ParseError(f"row has {len(row)} values, header has {width}")
-        yield dict(zip(header, row))
