@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     if "1" in sections:
-        from benchmarks import throughput  # noqa: PLC0415
+        from benchmarks import throughput
 
         n = 20_000 if args.quick else 100_000
         _log(f"\n== 1. {n:,} Alation execution events: tap vs plain extractor vs stock SDK ==")
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{_fmt(x['records_per_s_cpu'], 0):>14s}")
         _log(f"    ratios (wall): tap/plain = {r1['ratio_tap_vs_plain']:.2f}x, "
              f"tap/stock = {r1['ratio_tap_vs_stock']:.2f}x;  (CPU): tap/plain = "
-             f"{r1['ratio_tap_vs_plain_cpu']:.2f}x, tap/stock = {r1['ratio_tap_vs_stock_cpu']:.2f}x")
+             f"{r1['ratio_tap_vs_plain_cpu']:.2f}x, "
+             f"tap/stock = {r1['ratio_tap_vs_stock_cpu']:.2f}x")
         pr = r1["per_record_us"]
         _log(f"    per-record path alone (CPU µs/record): SDK {pr['sdk']:.1f}, "
              f"tap {pr['tap']:.1f} ({pr['sdk'] / pr['tap']:.1f}x less)")
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r1['ratio_tap_vs_stock']:.2f}x", r1["ratio_tap_vs_stock"] >= 3))
 
     if "2" in sections:
-        from benchmarks import memory  # noqa: PLC0415
+        from benchmarks import memory
 
         sizes = ((20_000, 1), (200_000, 1)) if args.quick else (
             (100_000, repeats), (1_000_000, 1))
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                       big["peak_rss_mb"] < 200))
 
     if "3" in sections:
-        from benchmarks import api_calls  # noqa: PLC0415
+        from benchmarks import api_calls
 
         _log("\n== 3. Requests per stream: full sync, then incremental with no new data ==")
         r3 = api_calls.run(log=_log)
@@ -108,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             keys = sorted(set(runs["full"]["requests"].get(service, {}))
                           | set(runs["incremental"]["requests"].get(service, {})))
             for key in keys:
-                _log(f"    {service:8s} {key:42s} full {runs['full']['requests'][service].get(key, 0):4d}"
-                     f"   incremental {runs['incremental']['requests'][service].get(key, 0):4d}")
+                full_n = runs["full"]["requests"].get(service, {}).get(key, 0)
+                inc_n = runs["incremental"]["requests"].get(service, {}).get(key, 0)
+                _log(f"    {service:8s} {key:42s} full {full_n:4d}   incremental {inc_n:4d}")
         inc = r3["alation_incremental_requests"]
         goals.append(("3  syncs exit 0", "", all(r["returncode"] == 0 for r in runs.values())))
         goals.append(("3  incremental no-change: 1 request per Alation list stream",

@@ -8,6 +8,7 @@ incremental run never re-runs a time window the full run finished.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import tempfile
@@ -15,7 +16,7 @@ import typing as t
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import TAP, run_child
+from benchmarks.common import TAP
 
 ALATION_LISTS = {
     "/integration/v1/query/": "alation_queries",
@@ -110,7 +111,7 @@ def _counts(sb: t.Any) -> dict[str, Counter]:
 
 def _min_gap(times: list[float]) -> float | None:
     times = sorted(times)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     return min(gaps) if gaps else None
 
 
@@ -123,14 +124,14 @@ def _final_state(stdout_lines: list[bytes]) -> dict:
 
 
 def _sync(cmd: list[str]) -> tuple[t.Any, list[bytes]]:
-    import subprocess  # noqa: PLC0415
+    import subprocess
 
     proc = subprocess.run(cmd, capture_output=True, timeout=600, check=False)
     return proc, proc.stdout.splitlines()
 
 
 def run(log: t.Callable[[str], None] = print) -> dict:
-    from tap_analytics.sandbox import Sandbox  # noqa: PLC0415
+    from tap_analytics.sandbox import Sandbox
 
     result: dict[str, t.Any] = {}
     with Sandbox(seed=7) as sb, tempfile.TemporaryDirectory() as tmpdir:

@@ -112,7 +112,7 @@ def machine() -> dict[str, str]:
                 break
     except OSError:
         pass
-    from importlib.metadata import version  # noqa: PLC0415
+    from importlib.metadata import version
 
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -29,7 +29,7 @@ def _config(sb: t.Any) -> dict:
 
 
 def _catalog(config: dict, stream: str) -> dict:
-    from tap_analytics.tap import TapAnalytics  # noqa: PLC0415
+    from tap_analytics.tap import TapAnalytics
 
     catalog = TapAnalytics(config=config, parse_env_config=False).catalog_dict
     for entry in catalog["streams"]:
@@ -41,7 +41,7 @@ def _catalog(config: dict, stream: str) -> dict:
 
 def run(sizes: t.Sequence[tuple[int, int]] = ((100_000, 3), (1_000_000, 1)),
         log: t.Callable[[str], None] = print) -> dict:
-    from tap_analytics.sandbox import Sandbox  # noqa: PLC0415
+    from tap_analytics.sandbox import Sandbox
 
     results: dict[str, t.Any] = {"sizes": {}}
     with Sandbox(seed=7, services=["insights"]) as sb, \

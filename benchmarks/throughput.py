@@ -30,7 +30,7 @@ def _tap_files(tmp: Path, url: str) -> tuple[Path, Path]:
     }
     config_path = tmp / "tap-config.json"
     config_path.write_text(json.dumps(config))
-    from tap_analytics.tap import TapAnalytics  # noqa: PLC0415
+    from tap_analytics.tap import TapAnalytics
 
     catalog = TapAnalytics(config=config, parse_env_config=False).catalog_dict
     for entry in catalog["streams"]:
@@ -52,14 +52,14 @@ def _stock_config(tmp: Path, url: str) -> Path:
 def per_record_path(records: list[dict], repeat: int = 3) -> dict[str, float]:
     """(d) µs per record of the per-record path alone: SDK (pop + conform + simplejson
     + flush per message) vs the tap's (compiled conform + msgspec into the buffer)."""
-    import contextlib  # noqa: PLC0415
+    import contextlib
 
-    from singer_sdk import Stream, Tap  # noqa: PLC0415
-    from singer_sdk import typing as th  # noqa: PLC0415
-    from singer_sdk.io_base import SingerWriter  # noqa: PLC0415
+    from singer_sdk import Stream, Tap
+    from singer_sdk import typing as th
+    from singer_sdk.io_base import SingerWriter
 
-    from tap_analytics.alation.schemas import EXECUTION_EVENTS  # noqa: PLC0415
-    from tap_analytics.common.fastpath import FastRecordsMixin, FastSingerWriter  # noqa: PLC0415
+    from tap_analytics.alation.schemas import EXECUTION_EVENTS
+    from tap_analytics.common.fastpath import FastRecordsMixin, FastSingerWriter
 
     class Events(Stream):
         name = STREAM
@@ -89,13 +89,13 @@ def per_record_path(records: list[dict], repeat: int = 3) -> dict[str, float]:
                                           ("tap", FastEvents, FastSingerWriter)):
             stream = make(stream_cls, writer)
             batch = copy.deepcopy(records)
-            writer = stream._tap.message_writer  # noqa: SLF001
+            writer = stream._tap.message_writer
             # a real byte sink that discards (like /dev/null), so flush costs are real
             with open("/dev/null", "w", encoding="utf-8") as devnull, \
                     contextlib.redirect_stdout(devnull):
                 start = time.process_time()
                 for record in batch:
-                    stream._write_record_message(record)  # noqa: SLF001
+                    stream._write_record_message(record)
                 if hasattr(writer, "flush"):
                     writer.flush()
                 elapsed = time.process_time() - start
@@ -147,10 +147,12 @@ def run(n: int = 100_000, repeats: int = 3, log: t.Callable[[str], None] = print
             "walls": [r.wall for r in mine],
         }
     v = summary["variants"]
-    summary["ratio_tap_vs_plain"] = v["tap"]["records_per_s_wall"] / v["plain"]["records_per_s_wall"]
+    summary["ratio_tap_vs_plain"] = (
+        v["tap"]["records_per_s_wall"] / v["plain"]["records_per_s_wall"])
     summary["ratio_tap_vs_stock"] = (
         v["tap"]["records_per_s_wall"] / v["stock_sdk"]["records_per_s_wall"])
-    summary["ratio_tap_vs_plain_cpu"] = v["tap"]["records_per_s_cpu"] / v["plain"]["records_per_s_cpu"]
+    summary["ratio_tap_vs_plain_cpu"] = (
+        v["tap"]["records_per_s_cpu"] / v["plain"]["records_per_s_cpu"])
     summary["ratio_tap_vs_stock_cpu"] = (
         v["tap"]["records_per_s_cpu"] / v["stock_sdk"]["records_per_s_cpu"])
     summary["per_record_us"] = per_record

@@ -104,7 +104,7 @@ def nan_safe(value: t.Any) -> t.Any:
 
 def test_conformer_equals_sdk_on_varied_records() -> None:
     conform = compile_conformer(SCHEMA)
-    for fast_in, sdk_in in zip(varied_records(), varied_records()):
+    for fast_in, sdk_in in zip(varied_records(), varied_records(), strict=True):
         unmapped: list[str] = []
         fast = conform(fast_in, unmapped)
         expected = sdk_conform(sdk_in)

@@ -62,7 +62,7 @@ def test_every_sandbox_stream_emits_schema_valid_records(sandbox: Sandbox) -> No
 
 
 def _sync_bytes(config: dict) -> list[dict]:
-    from tap_analytics.tap import TapAnalytics  # noqa: PLC0415
+    from tap_analytics.tap import TapAnalytics
 
     tap = TapAnalytics(config=config, parse_env_config=False, validate_config=True)
     raw = io.BytesIO()
@@ -78,7 +78,7 @@ def _sync_bytes(config: dict) -> list[dict]:
 def test_fast_path_equals_sdk_path_on_alation_sandbox_data(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tap_analytics.tap import TapAnalytics  # noqa: PLC0415
+    from tap_analytics.tap import TapAnalytics
 
     config = {k: v for k, v in sandbox.config().items() if k not in ("scuba", "insights")}
     assert TapAnalytics.message_writer_class is FastSingerWriter

@@ -97,7 +97,7 @@ def _sdk_typing() -> t.Any:
     # Checked against singer-sdk 0.54.9: the schema predicates and the primitive
     # conformer live in the private module `singer_sdk.helpers._typing`. Using the SDK's
     # own functions (at compile time, and for rare non-plain values) keeps its semantics.
-    from singer_sdk.helpers import _typing  # noqa: PLC0415
+    from singer_sdk.helpers import _typing
 
     return _typing
 
@@ -446,7 +446,7 @@ def sdk_internals(stream: t.Any) -> tuple[t.Any, int | None]:
     Checked against singer-sdk 0.54.9: the SDK keeps both in private members
     (`Stream._tap`, `Stream._stream_version`). This is the one place the tap reads them.
     """
-    return stream._tap, stream._stream_version  # noqa: SLF001
+    return stream._tap, stream._stream_version
 
 
 def fast_path_for(stream: t.Any) -> RecordFastPath | None:
