@@ -101,7 +101,8 @@ class QueryResultsStream(AlationStream):
                 f"no result id in the response to {self.url_path(response)}",
             )
         result_id = latest["id"]
-        event = latest.get("execution_event") or {}
+        event = latest.get("execution_event")
+        event = event if isinstance(event, dict) else {}
         try:
             normalize_timestamps(event)
         except ValueError as exc:
