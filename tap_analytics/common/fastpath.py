@@ -18,6 +18,12 @@ This module does the same work once per stream where it can and per record where
   process loses nothing.
 - Stream maps, flattening, non-recursive conformance levels or another message writer:
   the stream takes the SDK's own path (`FastRecordsMixin.fast_path_enabled` decides).
+
+SDK internals this relies on (all checked against singer-sdk 0.54.9; tests/test_fastpath.py
+compares the output with the SDK's own path and fails if a new SDK changes it):
+`Stream._write_record_message` (overridden in `FastRecordsMixin`, the one override),
+`Stream._tap` / `Stream._stream_version` (read in `sdk_internals`), and the helper
+functions of `singer_sdk.helpers._typing` / `_catalog` (called, never patched).
 """
 
 from __future__ import annotations
