@@ -319,3 +319,22 @@ def test_the_sdk_retries_go_through_the_limiter() -> None:
     assert stream.request_decorator(send)() == "answer"
     assert [b - a for a, b in zip(sent, sent[1:])] == pytest.approx([1.1, 1.1])
     assert stream.limiter.sent == 3
+
+
+def test_limiter_spaces_from_the_end_of_a_slow_query() -> None:
+    # The server counts arrivals, which happen anywhere between send and answer: only
+    # spacing from the answer is safe whatever the delays.
+    clock = FakeClock()
+    limiter = QueryLimiter(1.0, margin=0.1, clock=clock, sleep=clock.sleep)
+    spans: list[tuple[float, float]] = []
+
+    def slow_query() -> None:
+        begin = clock.now
+        clock.now += 0.7  # the server answers after 0.7 s
+        spans.append((begin, clock.now))
+
+    limited = limiter.wrap(slow_query)
+    for _ in range(3):
+        limited()
+    for (_, prev_end), (begin, _) in zip(spans, spans[1:]):
+        assert begin - prev_end == pytest.approx(1.1)

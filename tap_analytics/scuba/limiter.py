@@ -19,7 +19,13 @@ SAFETY_MARGIN_SECONDS = 0.1
 
 
 class QueryLimiter:
-    """Never lets two queries start closer than `interval` seconds (plus a safety margin).
+    """One query at a time per token, and the next one only `interval` seconds (plus a
+    safety margin) after the previous one *ended*.
+
+    Why from the end: the server counts arrivals, and a request arrives somewhere between
+    our send and its answer. Spacing from the previous answer (or failure) is the only
+    bound that holds whatever the network and server delays; for real queries, which take
+    seconds, it costs nothing, and a sandbox answer takes milliseconds.
 
     `clock` and `sleep` are injectable for unit tests; the wait is computed, not polled, so
     it always ends.
@@ -36,30 +42,37 @@ class QueryLimiter:
         self.spacing = max(0.0, float(interval)) + max(0.0, margin)
         self._clock = clock
         self._sleep = sleep
-        self._last: float | None = None
-        self._lock = threading.Lock()
+        self._last_end: float | None = None
+        self._in_flight = threading.Lock()
         self.sent = 0
         self.waited = 0.0
 
     def acquire(self) -> float:
-        """Block until a query may be sent; returns the seconds waited."""
-        with self._lock:
-            now = self._clock()
-            wait = 0.0 if self._last is None else self._last + self.spacing - now
-            if wait > 0:
-                self._sleep(wait)
-                self.waited += wait
-                now = self._clock()
-            self._last = now
-            self.sent += 1
-            return max(wait, 0.0)
+        """Block until a query may be sent (call `release` when it ended); returns the
+        seconds waited for spacing."""
+        self._in_flight.acquire()
+        now = self._clock()
+        wait = 0.0 if self._last_end is None else self._last_end + self.spacing - now
+        if wait > 0:
+            self._sleep(wait)
+            self.waited += wait
+        self.sent += 1
+        return max(wait, 0.0)
+
+    def release(self) -> None:
+        """The query ended (answer, error or timeout)."""
+        self._last_end = self._clock()
+        self._in_flight.release()
 
     def wrap(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
-        """`func` with a limiter acquire before every call (every retry included)."""
+        """`func` between acquire and release: every call (every retry included)."""
 
         def limited(*args: t.Any, **kwargs: t.Any) -> t.Any:
             self.acquire()
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.release()
 
         return limited
 

@@ -85,8 +85,8 @@ SETTINGS = th.Property(
             "min_seconds_between_queries",
             th.NumberType,
             default=1.0,
-            description="Client-side limiter: never two queries closer than this (Scuba allows "
-            "1 query/s per token).",
+            description="Client-side limiter: seconds between the end of one query and the "
+            "start of the next (+0.1 s margin; Scuba allows 1 query/s per token).",
         ),
         th.Property(
             "max_tries",
