@@ -19,6 +19,7 @@ time-bucket columns (`start_time_0`, `end_time_0`, `timestamp`, ...) become RFC 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -59,6 +60,7 @@ def _load_json(data: bytes | str) -> t.Any:
         raise ParseError(f"malformed JSON answer ({exc})") from None
 
 
+@functools.lru_cache(maxsize=1024)
 def is_time_column(name: str) -> bool:
     return bool(TIME_COLUMN.match(name))
 
@@ -82,10 +84,16 @@ def convert_time(name: str, value: t.Any) -> t.Any:
         if isinstance(value, float) and not math.isfinite(value):
             raise ParseError(f"column '{name}': not a timestamp: {value!r}")
         try:
-            return normalize(value)
+            return _epoch_text(value)
         except (OverflowError, ValueError):
             raise ParseError(f"column '{name}': epoch ms out of range: {value!r}") from None
     raise ParseError(f"column '{name}': not a timestamp: {value!r}")
+
+
+@functools.lru_cache(maxsize=8192)
+def _epoch_text(ms: int | float) -> str | None:
+    """Time buckets repeat across groups: each distinct value is formatted once."""
+    return normalize(ms)
 
 
 def _record(names: list[str], values: t.Sequence[t.Any]) -> dict[str, t.Any]:
