@@ -147,3 +147,71 @@ def test_alation_sync_with_10_percent_faults_equals_the_sandbox(
     # Each retried fault was logged as a retry, naming the stream.
     assert result.stderr.count("retrying") >= counts["reset"] + counts["5xx"] + counts["cut"]
     assert_alation_complete(result, sb.alation)
+
+
+# -- Scuba and Insights: a faulty sync equals a clean sync of the same sandbox ----------
+
+
+RUN_DEPENDENT = {"source_file"}
+
+
+def as_multiset(result: SyncResult) -> dict[str, collections.Counter]:
+    import json  # noqa: PLC0415
+
+    # The name of the file a row came from differs per run (it carries the query's time).
+    return {
+        stream: collections.Counter(
+            json.dumps({k: v for k, v in r.items() if k not in RUN_DEPENDENT}, sort_keys=True)
+            for r in records)
+        for stream, records in result.records.items()
+    }
+
+
+def assert_same_records(clean: SyncResult, faulty: SyncResult) -> None:
+    a, b = as_multiset(clean), as_multiset(faulty)
+    assert set(a) == set(b), (sorted(a), sorted(b))
+    for stream in a:
+        lost = a[stream] - b[stream]
+        extra = b[stream] - a[stream]
+        assert not lost, f"{stream}: {sum(lost.values())} records lost, e.g. {list(lost)[:2]}"
+        assert not extra, f"{stream}: {sum(extra.values())} records extra, e.g. {list(extra)[:2]}"
+
+
+@pytest.mark.parametrize("family", ["scuba", "insights"])
+def test_sync_with_10_percent_faults_equals_a_clean_sync(
+    fresh_sandbox: t.Callable[..., Sandbox], family: str
+) -> None:
+    clean_sb = fresh_sandbox(seed=5, scale=0.2, services=[family])
+    clean = run_cli(clean_sb.config(), timeout=600)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    assert sum(len(v) for v in clean.records.values()) >= 20, "too little data to mean much"
+
+    faults = Faults(error_rate=0.05, reset_rate=0.03, truncate_rate=0.02, seed=202)
+    sb = fresh_sandbox(seed=5, scale=0.2, services=[family], faults=faults)
+    config = sb.config()
+    config[family]["max_tries"] = 5
+    faulty = run_cli(config, timeout=600)
+
+    assert faulty.returncode == 0, faulty.stderr[-2000:]
+    assert "Traceback" not in faulty.stderr
+    counts = fault_counts(sb.services[family])
+    assert counts["reset"] + counts["5xx"] + counts["cut"] >= 1, counts
+    assert_same_records(clean, faulty)
+
+
+def test_insights_sftp_drop_and_truncated_gzip_once_are_recovered(
+    fresh_sandbox: t.Callable[..., Sandbox],
+) -> None:
+    clean_sb = fresh_sandbox(seed=5, scale=0.2, services=["insights"])
+    clean = run_cli(clean_sb.config(), timeout=600)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+
+    sb = fresh_sandbox(seed=5, scale=0.2, services=["insights"])
+    sb.insights.drop_once = True
+    sb.insights.truncate = "once"
+    faulty = run_cli(sb.config(), timeout=600)
+    assert faulty.returncode == 0, faulty.stderr[-2000:]
+    assert sb.insights.drops >= 1 and sb.insights.truncations >= 1, (
+        sb.insights.drops, sb.insights.truncations)
+    assert_same_records(clean, faulty)
+    assert "Traceback" not in faulty.stderr
