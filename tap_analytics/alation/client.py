@@ -2,6 +2,14 @@
 
 TOKEN header, limit/skip paging (ends on a short page), server-side bookmark filters,
 timestamp normalisation and the error taxonomy live here; leaf streams are declarative.
+
+Mid-stream resume: the list endpoints have no usable order for the bookmarks, so the
+bookmark only moves when a stream completes. After every fully emitted page the stream
+writes a STATE whose stream entry carries a `resume` marker (the filters this run uses, the
+offset of the next page, the last record of the page before, the highest value emitted so
+far); a run killed mid-stream and re-run from that STATE reads the same record set from one
+page before that offset, and drops the records of that overlap page up to the recorded last
+record. See `AlationStream.checkpoint` and docs/alation.md.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ if t.TYPE_CHECKING:
 TIMESTAMP_FIELD = re.compile(r"^ts_|_at$")
 
 API_PREFIX = "/integration/v1"
+
+#: The key of the mid-stream resume marker in a stream's STATE entry.
+RESUME_KEY = "resume"
 
 
 # The two styles Alation sends, already in UTC: a fast path before the general parser.
@@ -111,13 +122,18 @@ def normalize_timestamps(node: t.Any) -> t.Any:
 class ShortPagePaginator(OffsetPaginator):
     """limit/skip paging that stops on a short page: no extra empty request."""
 
-    def __init__(self, stream: AlationStream, page_size: int) -> None:
-        super().__init__(start_value=0, page_size=page_size)
+    def __init__(self, stream: AlationStream, page_size: int, start_value: int = 0) -> None:
+        super().__init__(start_value=start_value, page_size=page_size)
         self._stream = stream
 
     def has_more(self, response: requests.Response) -> bool:
         # parse_response has consumed the page before the SDK advances the paginator.
         return self._stream.last_page_count >= self.page_size
+
+    def continue_if_empty(self, response: requests.Response) -> bool:
+        # A resumed run's overlap page can hold only records emitted before the
+        # interruption: parse_response then yields none of a page that was not empty.
+        return self._stream.last_page_count > 0
 
 
 class AlationStream(AnalyticsStream):
@@ -138,6 +154,9 @@ class AlationStream(AnalyticsStream):
         self.last_page_count = 0
         self.pages_done = 0
         self.records_seen = 0
+        #: Bookkeeping of the running sync for the resume marker (see begin_run).
+        self._run: dict[str, t.Any] | None = None
+        self._paginator: ShortPagePaginator | None = None
 
     # -- request -------------------------------------------------------------------
     @property
@@ -157,7 +176,9 @@ class AlationStream(AnalyticsStream):
         return int(self.source_config.get("page_size") or 500)
 
     def get_new_paginator(self) -> ShortPagePaginator:
-        return ShortPagePaginator(self, self.page_size)
+        self._paginator = ShortPagePaginator(
+            self, self.page_size, start_value=self.first_skip(None))
+        return self._paginator
 
     def get_http_request(self, *, page: PageContext) -> HTTPRequest:
         """GET url?<bookmark filters>&order_by=..&limit=..&skip=.. (one place for all)."""
@@ -200,18 +221,180 @@ class AlationStream(AnalyticsStream):
             ) from None
         return max(candidates) if candidates else None
 
+    def filter_bounds(self, context: Context | None) -> tuple[t.Any, t.Any]:
+        """(start, end) of the server filter: a resume marker's, else bookmark/start_date
+        and end_date. A resumed run asks for the very record set the interrupted run read."""
+        marker = self.resume_marker(context)
+        if marker is not None:
+            return marker["filter_start"], marker["filter_end"]
+        start = self.starting_value(context)
+        end_date = self.config.get("end_date")
+        end = normalize(end_date) if end_date and self.is_timestamp_replication_key else None
+        return start, end
+
     def filter_params(self, context: Context | None) -> dict[str, t.Any]:
         """Server-side filters: `<key>__gte=<start>` and `<key>__lt=<end_date>`."""
         params: dict[str, t.Any] = {}
         if not self.replication_key:
             return params
-        start = self.starting_value(context)
+        start, end = self.filter_bounds(context)
         if start is not None:
             params[f"{self.replication_key}__{self.bookmark_operator}"] = start
-        end_date = self.config.get("end_date")
-        if end_date and self.is_timestamp_replication_key:
-            params[f"{self.replication_key}__lt"] = normalize(end_date)
+        if end is not None:
+            params[f"{self.replication_key}__lt"] = end
         return params
+
+    # -- mid-stream resume -----------------------------------------------------------
+    def resume_marker(self, context: Context | None) -> dict[str, t.Any] | None:
+        """The `resume` marker of this stream's STATE entry, checked; None if absent.
+
+        A marker that does not fit this stream (hand-edited, another replication key) is
+        ignored with a warning: the stream then re-reads from its bookmark, losing nothing.
+        """
+        if not self.replication_key:
+            return None
+        marker = self.get_context_state(context).get(RESUME_KEY)
+        if marker is None:
+            return None
+        problem = self._marker_problem(marker)
+        if problem is None:
+            return marker
+        if not self.__dict__.get("_marker_warned"):
+            self.__dict__["_marker_warned"] = True
+            self.logger.warning(
+                "Alation stream '%s': the STATE resume marker is ignored (%s); "
+                "the stream is read again from its bookmark", self.name, problem)
+        return None
+
+    def _marker_problem(self, marker: t.Any) -> str | None:
+        if not isinstance(marker, dict):
+            return "not an object"
+        if marker.get("replication_key") != self.replication_key:
+            return f"it is for replication key {marker.get('replication_key')!r}"
+        skip = marker.get("skip")
+        if type(skip) is not int or skip < 0:
+            return "'skip' is not a non-negative integer"
+        for name in ("filter_start", "filter_end", "max_value"):
+            value = marker.get(name)
+            if value is None:
+                continue
+            if self.is_timestamp_replication_key:
+                try:
+                    ok = isinstance(value, str) and normalize(value) == value
+                except ValueError:
+                    ok = False
+            else:
+                ok = type(value) is int
+            if not ok:
+                return f"{name!r} is not a {self.replication_key} value"
+        if not self.is_timestamp_replication_key and marker.get("filter_end") is not None:
+            return "'filter_end' is set for an id bookmark"
+        return None
+
+    def first_skip(self, context: Context | None) -> int:
+        """Where paging starts: 0, or one page before a resume marker's offset.
+
+        The page of overlap keeps a record from being skipped when records before the
+        offset left the listing since the interruption (the rest shift to lower offsets).
+        """
+        marker = self.resume_marker(context)
+        return max(0, marker["skip"] - self.page_size) if marker else 0
+
+    def begin_run(self, context: Context | None) -> None:
+        """Start the bookkeeping of one sync of this stream (called by get_records)."""
+        marker = self.resume_marker(context)
+        self._run = {
+            "context": context,
+            "marker": dict(marker) if marker else None,
+            "start_skip": self.first_skip(context),
+            "max_value": marker.get("max_value") if marker else None,
+            "last_key": None,
+            # BATCH mode: records wait in a batch file until its BATCH message, so a STATE
+            # written mid-page would claim records not yet delivered: the SDK's STATE only.
+            "checkpoints": self.get_batch_config(self.config) is None,
+        }
+        if marker:
+            self.logger.info(
+                "Alation stream '%s': resuming an interrupted sync at offset %d "
+                "(filters %s .. %s)", self.name, self._run["start_skip"],
+                marker["filter_start"], marker["filter_end"])
+
+    def checkpoint(self, page_skip: int) -> None:
+        """Write the resume marker for the pages before `page_skip` and emit a STATE.
+
+        Called when the page at `page_skip` has been received: the SDK consumes records
+        lazily (RESTStream.request_records asks for the next page only after the previous
+        page's last record went through _sync_records: written and counted in the
+        bookmark), so every record of the earlier pages has been emitted by now. The
+        bookmark itself does not move (the listing is unsorted); the marker does.
+        """
+        run = self._run
+        if run is None or not run["checkpoints"] or page_skip <= run["start_skip"]:
+            return
+        start, end = self.filter_bounds(run["context"])
+        self.get_context_state(run["context"])[RESUME_KEY] = {
+            "replication_key": self.replication_key,
+            "filter_start": start,
+            "filter_end": end,
+            "skip": page_skip,
+            "last_key": run["last_key"],
+            "max_value": run["max_value"],
+        }
+        self.write_state_now()
+
+    def write_state_now(self) -> None:
+        """Emit a STATE message mid-stream.
+
+        singer-sdk 0.54.9 has no public way for a stream to do this: the private
+        `Stream._write_state_message` writes the tap state through the tap's StateWriter,
+        but only when `state_manager.is_flushed` is False (each RECORD clears it). A page
+        whose records were all dropped leaves it set, so it is cleared first.
+        Checked against singer-sdk 0.54.9.
+        """
+        self.state_manager.is_flushed = False
+        self._write_state_message()
+
+    def end_run(self, context: Context | None) -> None:
+        """The stream completed: drop the marker; the bookmark covers the earlier runs.
+
+        The SDK sets the final bookmark to the highest value emitted by this run; records
+        emitted before an interruption may be higher, so that value is counted too.
+        """
+        run, self._run = self._run, None
+        self.get_context_state(context).pop(RESUME_KEY, None)
+        marker = run["marker"] if run else None
+        if marker and marker.get("max_value") is not None and self.replication_key:
+            self.state_manager.increment_state(
+                {self.replication_key: marker["max_value"]},
+                context=context,
+                replication_key=self.replication_key,
+            )
+
+    def _overlap(self, payload: list[dict]) -> list[dict]:
+        """Of a resumed run's first (overlap) page, the records after the marker's last
+        record; the whole page when that record is not on it (the listing moved)."""
+        marker = self._run["marker"] if self._run else None
+        if not marker or marker["skip"] <= self._run["start_skip"]:  # type: ignore[index]
+            return payload
+        last_key = marker.get("last_key")
+        keys = [self._key_of(rec) for rec in payload]
+        if last_key is not None and last_key in keys:
+            at = len(keys) - 1 - keys[::-1].index(last_key)
+            self.logger.info(
+                "Alation stream '%s': %d records of the overlap page were emitted "
+                "before the interruption", self.name, at + 1)
+            return payload[at + 1:]
+        self.logger.info(
+            "Alation stream '%s': the listing moved since the interruption; "
+            "the overlap page is read again whole", self.name)
+        return payload
+
+    def _key_of(self, record: dict) -> t.Any:
+        keys = self.primary_keys or ()
+        if len(keys) != 1:
+            return None
+        value = record.get(keys[0])
+        return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
 
     # -- response ------------------------------------------------------------------
     def validate_response(self, response: requests.Response) -> None:
@@ -263,11 +446,18 @@ class AlationStream(AnalyticsStream):
         self.last_page_count = len(payload)
         self.pages_done += 1
         self.records_seen += len(payload)
+        if self._run is not None and self._paginator is not None:
+            page_skip = self._paginator.current_value
+            self.checkpoint(page_skip)
+            if payload:
+                self._run["last_key"] = self._key_of(payload[-1])
+            if page_skip == self._run["start_skip"]:
+                payload = self._overlap(payload)
         self.logger.info(
             "Alation stream '%s': page %d done (%d records, %d so far)",
             self.name,
             self.pages_done,
-            len(payload),
+            self.last_page_count,
             self.records_seen,
         )
         return payload
@@ -285,7 +475,16 @@ class AlationStream(AnalyticsStream):
         except ValueError as exc:
             raise TapAnalyticsError(f"Alation stream '{self.name}'", str(exc)) from None
         if self.replication_key and self.is_timestamp_replication_key:
-            return self.skip_if_at_bookmark(row, context)
+            kept = self.skip_if_at_bookmark(row, context)
+            if kept is None:
+                return None
+        if self._run is not None and self.replication_key:
+            # The highest value emitted so far (for the resume marker): records come
+            # unsorted, normalised timestamps compare as strings, ids as integers.
+            value = row.get(self.replication_key)
+            top = self._run["max_value"]
+            if value is not None and (top is None or value > top):
+                self._run["max_value"] = value
         return row
 
     def skip_if_at_bookmark(self, row: dict, context: Context | None) -> dict | None:
@@ -303,7 +502,8 @@ class AlationStream(AnalyticsStream):
             # Only a bookmark from STATE (not start_date) marks records already emitted.
             # Both are in normalize()'s fixed format, so string equality is instant equality.
             mark = normalize(raw) if raw is not None else None
-            self.__dict__["_skip_at"] = mark if mark == self.starting_value(context) else None
+            # The start this run filters on (a resumed run: the interrupted run's).
+            self.__dict__["_skip_at"] = mark if mark == self.filter_bounds(context)[0] else None
         mark = self.__dict__["_skip_at"]
         if mark is not None and row.get(self.replication_key) == mark:
             return None
@@ -313,7 +513,16 @@ class AlationStream(AnalyticsStream):
         self.pages_done = 0
         self.records_seen = 0
         self.__dict__.pop("_skip_at", None)
-        yield from super().get_records(context)
+        if not self.replication_key:
+            yield from super().get_records(context)
+        else:
+            self.begin_run(context)
+            try:
+                yield from super().get_records(context)
+            except BaseException:
+                self._run = None  # the marker of the last checkpoint stays in STATE
+                raise
+            self.end_run(context)
         self.logger.info(
             "Alation stream '%s': finished after %d pages, %d records read",
             self.name,
