@@ -98,7 +98,7 @@ class FakeClock:
 
 def test_limiter_spaces_every_call_including_retries() -> None:
     clock = FakeClock()
-    limiter = QueryLimiter(1.0, margin=0.1, clock=clock, sleep=clock.sleep)
+    limiter = QueryLimiter(1.0, margin=0.1, clock=clock, sleep=clock.sleep, assume_recent=False)
     starts: list[float] = []
     attempts = iter([RuntimeError("504"), RuntimeError("504"), "ok", "ok"])
 
@@ -304,7 +304,7 @@ def test_the_sdk_retries_go_through_the_limiter() -> None:
     stream = tap_for([{"name": "o", "query_response_id": "r1"}]).streams["scuba_o"]
     clock = FakeClock()
     stream.runtime.limiters[TOKEN] = QueryLimiter(1.0, margin=0.1, clock=clock,
-                                                  sleep=clock.sleep)
+                                                  sleep=clock.sleep, assume_recent=False)
     no_wait = lambda: (0.0 for _ in itertools.count())  # noqa: E731
     stream.backoff_wait_generator = no_wait  # type: ignore[method-assign]
     stream.backoff_jitter = lambda value: 0.0  # type: ignore[method-assign]
@@ -325,7 +325,7 @@ def test_limiter_spaces_from_the_end_of_a_slow_query() -> None:
     # The server counts arrivals, which happen anywhere between send and answer: only
     # spacing from the answer is safe whatever the delays.
     clock = FakeClock()
-    limiter = QueryLimiter(1.0, margin=0.1, clock=clock, sleep=clock.sleep)
+    limiter = QueryLimiter(1.0, margin=0.1, clock=clock, sleep=clock.sleep, assume_recent=False)
     spans: list[tuple[float, float]] = []
 
     def slow_query() -> None:
@@ -338,3 +338,12 @@ def test_limiter_spaces_from_the_end_of_a_slow_query() -> None:
         limited()
     for (_, prev_end), (begin, _) in zip(spans, spans[1:]):
         assert begin - prev_end == pytest.approx(1.1)
+
+
+def test_a_new_limiter_assumes_a_query_just_ended() -> None:
+    # back-to-back runs (separate processes) must not meet within a second either
+    clock = FakeClock()
+    limiter = QueryLimiter(1.0, margin=0.1, clock=clock, sleep=clock.sleep)
+    clock.now += 0.4  # the tap's own start-up
+    assert limiter.acquire() == pytest.approx(0.7)
+    limiter.release()

@@ -38,11 +38,15 @@ class QueryLimiter:
         margin: float = SAFETY_MARGIN_SECONDS,
         clock: t.Callable[[], float] = time.monotonic,
         sleep: t.Callable[[float], None] = time.sleep,
+        assume_recent: bool = True,
     ) -> None:
         self.spacing = max(0.0, float(interval)) + max(0.0, margin)
         self._clock = clock
         self._sleep = sleep
-        self._last_end: float | None = None
+        # A run started right after another one (a schedule of several pipelines, a retry)
+        # may follow that run's last query closely: count the limiter's creation (at
+        # discovery, before the SDK's set-up) as a query that just ended.
+        self._last_end: float | None = clock() if assume_recent else None
         self._in_flight = threading.Lock()
         self.sent = 0
         self.waited = 0.0
