@@ -108,11 +108,17 @@ def _sdk_typing() -> t.Any:
     return _typing
 
 
-def compile_conformer(schema: dict, parent: str | None = None) -> Conformer:
+def compile_conformer(
+    schema: dict, parent: str | None = None, *, floats_as_is: bool = False
+) -> Conformer:
     """A function `conform(record, unmapped) -> record` equal to the SDK's RECURSIVE
     `_conform_record_data_types(record, schema, RECURSIVE, parent)`; property paths it
     drops are appended to `unmapped`. The input record is returned as is (not copied)
-    when no field changes."""
+    when no field changes.
+
+    `floats_as_is=True` leaves float values alone (the SDK turns NaN and ±inf into None):
+    for a caller that encodes with msgspec, which writes NaN and ±inf as `null` too, so the
+    JSON is the same and finite floats cost no Python-level check."""
     typing_ = _sdk_typing()
     properties: dict = schema.get("properties") or {}
     keep_unknown = bool(schema.get("additionalProperties"))
@@ -120,10 +126,10 @@ def compile_conformer(schema: dict, parent: str | None = None) -> Conformer:
     #: or a per-value function (nested object, uniform list)
     specs: dict[str, t.Any] = {}
     for name, prop_schema in properties.items():
-        specs[name] = _compile_property(name, prop_schema, parent, typing_)
+        specs[name] = _compile_property(name, prop_schema, parent, typing_, floats_as_is)
 
     missing = object()
-    plain = _PLAIN_TYPES
+    plain = _PLAIN_TYPES | {float} if floats_as_is else _PLAIN_TYPES
     boolean = _BOOL
     primitive = typing_._conform_primitive_property
     specs_get = specs.get
@@ -169,7 +175,7 @@ def compile_conformer(schema: dict, parent: str | None = None) -> Conformer:
     known = frozenset(properties)
     #: plain properties keep these unchanged (the SDK's primitive conform returns dicts and
     #: lists of a property without a nested schema as they are)
-    allowed = frozenset({*_PLAIN_TYPES, dict, list})
+    allowed = frozenset({*plain, dict, list})
     special = [(key, spec) for key, spec in specs.items() if spec is not None]
 
     def conform(record: dict, unmapped: list) -> dict:
@@ -200,7 +206,8 @@ def compile_conformer(schema: dict, parent: str | None = None) -> Conformer:
     return conform
 
 
-def _compile_property(name: str, prop_schema: dict, parent: str | None, typing_: t.Any) -> t.Any:
+def _compile_property(name: str, prop_schema: dict, parent: str | None, typing_: t.Any,
+                      floats_as_is: bool) -> t.Any:
     """None for a plain property, _BOOL for an exclusive boolean (None and bools pass
     unchanged, anything else becomes `value != 0`), else the per-value conformer."""
     path = name if parent is None else f"{parent}.{name}"
@@ -211,11 +218,12 @@ def _compile_property(name: str, prop_schema: dict, parent: str | None, typing_:
     if not (uniform_list or object_with_props):
         return _BOOL if exclusive_bool else None
 
-    sub = compile_conformer(prop_schema, path) if object_with_props else None
+    sub = (compile_conformer(prop_schema, path, floats_as_is=floats_as_is)
+           if object_with_props else None)
     item_schema = prop_schema.get("items") if uniform_list else None
     item_is_object = bool(item_schema is not None and typing_.is_object_type(item_schema))
     item_sub = (
-        compile_conformer(item_schema, path)
+        compile_conformer(item_schema, path, floats_as_is=floats_as_is)
         if item_is_object and "properties" in (item_schema or {})
         else None
     )
@@ -385,7 +393,8 @@ class RecordFastPath:
         self.full_schema = stream.schema
         self.writer = writer if isinstance(writer, FastSingerWriter) else None
         self.encoder = self.writer.encoder if self.writer else make_encoder()
-        self.conform = compile_conformer(schema)
+        # NaN/±inf floats stay floats: msgspec writes them as null, as the SDK's path does
+        self.conform = compile_conformer(schema, floats_as_is=True)
         self.mask = mask
         #: Skip `pop_deselected_record_properties` when everything is selected (the mask
         #: resolves every missing breadcrumb to its parent's value, so all-True is all).
