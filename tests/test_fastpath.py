@@ -123,7 +123,11 @@ def test_floats_as_is_encodes_to_the_same_json_as_the_sdk() -> None:
     conform = compile_conformer(SCHEMA, floats_as_is=True)
     encoder = make_encoder()
     for fast_in, sdk_in in zip(varied_records(), varied_records(), strict=True):
-        fast = json.loads(encoder.encode(conform(fast_in, [])))
+        out = conform(fast_in, [])
+        try:
+            fast = json.loads(encoder.encode(out))
+        except UnicodeEncodeError:  # the lone surrogate: the writer falls back likewise
+            fast = json.loads(serialize_json(out))
         assert fast == json.loads(serialize_json(sdk_conform(sdk_in))), fast_in
     nan_record = {"id": 1, "ratio": float("nan")}
     assert conform(nan_record, []) is nan_record  # left alone: msgspec writes null
