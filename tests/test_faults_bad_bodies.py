@@ -64,6 +64,8 @@ ALATION_CASES = [
          "alation_execution_events", EVENTS),
     Case("empty_200", "alation", at(EVENTS), lambda r: raw(""),
          "alation_execution_events", EVENTS),
+    Case("json_nested_too_deep", "alation", at(EVENTS),
+         lambda r: raw("[" * 100_000 + "]" * 100_000), "alation_execution_events", EVENTS),
     Case("bad_timestamp", "alation", at(EVENTS),
          lambda r: json_response([{"id": 1, "ts_executed": "last tuesday"}]),
          "alation_execution_events", EVENTS),

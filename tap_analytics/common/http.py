@@ -27,7 +27,7 @@ def body_detail(response: requests.Response) -> str:
     text = response.text or ""
     try:
         payload = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested absurdly deep
         return one_line(text, 200)
     if isinstance(payload, list) and payload and isinstance(payload[0], dict):
         payload = payload[0]
