@@ -202,7 +202,9 @@ def _report(exc: BaseException, secrets: list[str]) -> None:
     log = logging.getLogger("tap-analytics")
     if isinstance(exc, TapAnalyticsError):
         line = str(exc)
-    elif isinstance(exc, (FatalAPIError, RetriableAPIError)):
+    elif isinstance(exc, RetriableAPIError):  # the SDK's bounded retries ran out
+        line = f"{exc} (retries exhausted)"
+    elif isinstance(exc, FatalAPIError):
         line = str(exc)
     elif isinstance(exc, requests.exceptions.SSLError):
         from tap_analytics.common.http import tls_error_message  # noqa: PLC0415
