@@ -288,3 +288,11 @@ def test_any_json_gives_records_or_a_parse_error(payload: t.Any, kind: str) -> N
     except ParseError:
         return
     assert all(isinstance(r, dict) for r in records)
+
+
+@pytest.mark.parametrize("kind", ["JSON_POWER_BI", "DEFAULT", "v1"])
+def test_json_nested_past_the_recursion_limit_is_a_parse_error(kind: str) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    parse = parsers.flatten_v1 if kind == "v1" else (lambda d: parsers.parse_post(d, kind))
+    with pytest.raises(ParseError, match="nested too deeply"):
+        list(parse(deep))

@@ -58,6 +58,8 @@ def _load_json(data: bytes | str) -> t.Any:
         return json.loads(text)
     except ValueError as exc:
         raise ParseError(f"malformed JSON answer ({exc})") from None
+    except RecursionError:
+        raise ParseError("JSON answer nested too deeply to read") from None
 
 
 @functools.lru_cache(maxsize=1024)
