@@ -108,6 +108,19 @@ class AnalyticsStream(FastRecordsMixin, RESTStream):
 
         return super().request_decorator(no_retry_on_tls)
 
+    def compare_start_date(self, value: str, start_date_value: str) -> str:
+        """The SDK's comparison, with one clear line for a bookmark that is not a date-time
+        (a hand-edited or foreign state) instead of a bare ValueError."""
+        try:
+            return super().compare_start_date(value, start_date_value)
+        except (ValueError, TypeError):
+            raise TapAnalyticsError(
+                f"{self.source_name} stream '{self.name}'",
+                f"the state's bookmark for {self.replication_key} "
+                f"({one_line(str(value), 60)!r}) is not a date-time: fix or remove it from "
+                "the state",
+            ) from None
+
     def backoff_max_tries(self) -> int:
         return int(self.source_config.get("max_tries") or DEFAULT_MAX_TRIES)
 
