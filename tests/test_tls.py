@@ -19,9 +19,11 @@ from cryptography.x509.oid import NameOID
 from helpers import run_cli
 from test_faults_sync import alation_expected
 
-from tap_analytics.sandbox import ALATION_TOKEN
+from tap_analytics.sandbox import ALATION_TOKEN, INSIGHTS_TOKEN, SCUBA_TOKEN
 from tap_analytics.sandbox.alation import AlationService
-from tap_analytics.sandbox.core import ServiceServer
+from tap_analytics.sandbox.core import Service, ServiceServer
+from tap_analytics.sandbox.insights import InsightsService
+from tap_analytics.sandbox.scuba import ScubaService
 from tap_analytics.tap import TapAnalytics
 
 SECRET = ALATION_TOKEN  # the sandbox's token: it must never be printed
@@ -196,3 +198,53 @@ def test_no_setting_can_switch_verification_off() -> None:
     walk(TapAnalytics.config_jsonschema, "")
     assert "ca_bundle" in TapAnalytics.config_jsonschema["properties"]
     assert not found, f"settings that look like a way to turn TLS verification off: {found}"
+
+
+# -- the other families: the same TLS rules over their own clients ---------------------
+
+
+@pytest.fixture(scope="module", params=["scuba", "insights"])
+def https_family(request: pytest.FixtureRequest, pki: Pki) -> t.Iterator[tuple[str, dict]]:
+    family = request.param
+    service: Service = (ScubaService if family == "scuba" else InsightsService)(
+        seed=5, scale=0.05)
+    server = ServiceServer(service)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.cert_pem, pki.key_pem)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.start()
+    starter = getattr(service, "start_extra", None)
+    if starter:
+        starter()
+    try:
+        block = service.config_block()  # type: ignore[attr-defined]
+        block["base_url"] = block["base_url"].replace("http://", "https://", 1)
+        if family == "scuba":
+            service.per_second = False  # type: ignore[attr-defined]
+            block["min_seconds_between_queries"] = 0
+        block["max_tries"] = 3
+        yield family, {"start_date": "2024-01-01T00:00:00Z",
+                       "end_date": "2024-01-03T00:00:00Z", family: block}
+    finally:
+        stopper = getattr(service, "stop_extra", None)
+        if stopper:
+            stopper()
+        server.stop()
+
+
+def test_other_families_verify_by_default(https_family: tuple[str, dict]) -> None:
+    family, config = https_family
+    result = run_cli(config)
+    url = config[family]["base_url"]
+    line = assert_tls_failure(result, url.split("/_rest")[0])
+    assert "retrying" not in result.stderr, f"{family}: a TLS failure was retried"
+    assert family in line.lower()
+    for secret in (SCUBA_TOKEN, INSIGHTS_TOKEN):
+        assert secret not in result.stderr
+
+
+def test_other_families_succeed_with_ca_bundle(https_family: tuple[str, dict], pki: Pki) -> None:
+    family, config = https_family
+    result = run_cli({**config, "ca_bundle": str(pki.ca_pem)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any(result.records.get(s) for s in result.records if s.startswith(family))
