@@ -33,7 +33,6 @@ import logging
 import sys
 import time
 import typing as t
-import weakref
 
 import msgspec
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
@@ -260,9 +259,6 @@ def _compile_property(name: str, prop_schema: dict, parent: str | None, typing_:
 # --------------------------------------------------------------------------------------
 # The message writer
 # --------------------------------------------------------------------------------------
-_LIVE_WRITERS: weakref.WeakSet[FastSingerWriter] = weakref.WeakSet()
-
-
 class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
     """Singer messages as msgspec-encoded lines, buffered, written in large chunks.
 
@@ -295,7 +291,6 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
         self._buffer = bytearray()
         self._target: t.Any = None  # the binary stream the buffer is meant for
         self._writing = False
-        _LIVE_WRITERS.add(self)
 
     # -- encoding --------------------------------------------------------------------
     def serialize_message(self, message: Message) -> bytes:
@@ -371,12 +366,6 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
 
     def pending_bytes(self) -> int:
         return len(self._buffer)
-
-
-def flush_all_writers() -> None:
-    """Flush every live FastSingerWriter (e.g. for code that calls `sync_all` itself)."""
-    for writer in list(_LIVE_WRITERS):
-        writer.flush()
 
 
 # --------------------------------------------------------------------------------------
@@ -534,6 +523,5 @@ __all__ = [
     "RecordFastPath",
     "compile_conformer",
     "fast_path_for",
-    "flush_all_writers",
     "sdk_internals",
 ]
