@@ -150,6 +150,20 @@ def test_a_batch_marker_with_an_end_is_ignored() -> None:
         "id__gt": 10, "limit": 250, "skip": 0}
 
 
+def test_a_stream_forced_to_full_table_does_not_resume_mid_stream() -> None:
+    state = with_marker("alation_execution_events", "ts_executed", None,
+                        filter_start="2024-01-03T00:00:00.000000+00:00", filter_end=None,
+                        skip=1000, last_key=1, max_value=None)
+    catalog = make_tap().catalog_dict
+    for entry in catalog["streams"]:
+        if entry["tap_stream_id"] == "alation_execution_events":
+            entry["replication_method"] = "FULL_TABLE"
+    cfg = {"start_date": "2024-01-01T00:00:00Z", "alation": dict(BASE)}
+    tap = TapAnalytics(config=cfg, state=state, catalog=catalog, parse_env_config=False)
+    assert first_request(tap, "alation_execution_events").params == {
+        "ts_executed__gte": "2024-01-01T00:00:00.000000+00:00", "limit": 250, "skip": 0}
+
+
 def test_records_on_the_bookmark_are_still_dropped_when_resuming() -> None:
     mark = "2024-01-05T00:00:00.250000+00:00"
     state = with_marker("alation_execution_events", "ts_executed", mark, filter_start=mark,

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.pagination import OffsetPaginator
+from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 from singer_sdk.streams.rest import HTTPRequest, PageContext
 
 from tap_analytics.common.errors import TapAnalyticsError, one_line, redact
@@ -245,13 +246,19 @@ class AlationStream(AnalyticsStream):
         return params
 
     # -- mid-stream resume -----------------------------------------------------------
+    @property
+    def resumable(self) -> bool:
+        """Incremental list streams resume mid-stream (not a catalog-forced FULL_TABLE)."""
+        return bool(self.replication_key) and (
+            self.replication_method == REPLICATION_INCREMENTAL)
+
     def resume_marker(self, context: Context | None) -> dict[str, t.Any] | None:
         """The `resume` marker of this stream's STATE entry, checked; None if absent.
 
         A marker that does not fit this stream (hand-edited, another replication key) is
         ignored with a warning: the stream then re-reads from its bookmark, losing nothing.
         """
-        if not self.replication_key:
+        if not self.resumable:
             return None
         marker = self.get_context_state(context).get(RESUME_KEY)
         if marker is None:
@@ -513,7 +520,7 @@ class AlationStream(AnalyticsStream):
         self.pages_done = 0
         self.records_seen = 0
         self.__dict__.pop("_skip_at", None)
-        if not self.replication_key:
+        if not self.resumable:
             yield from super().get_records(context)
         else:
             self.begin_run(context)
