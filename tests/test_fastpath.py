@@ -346,8 +346,8 @@ def test_records_reach_stdout_only_with_the_state_that_covers_them() -> None:
     assert sink.chunks, "nothing written"
     for chunk in sink.chunks:
         lines = [json.loads(x) for x in chunk.splitlines()]
-        # every write ends with a non-RECORD message: no records trail the last STATE
-        assert lines[-1]["type"] != "RECORD", lines[-1]
+        # every write ends with a STATE: no records trail the last STATE
+        assert lines[-1]["type"] == "STATE", lines[-1]
         # a STATE never precedes a record it covers
         seen = 0
         for msg in lines:

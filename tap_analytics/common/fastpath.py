@@ -263,9 +263,10 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
     """Singer messages as msgspec-encoded lines, buffered, written in large chunks.
 
     When bytes reach stdout:
-    - RECORD lines are buffered. Every other message (STATE, SCHEMA, ACTIVATE_VERSION,
-      BATCH) is appended and the whole buffer is written and flushed at once, so a STATE
-      always reaches the target together with, and after, every record it covers.
+    - Lines are buffered in order. A STATE is appended and the whole buffer is written
+      and flushed at once, so a STATE always reaches the target together with, and
+      after, every record it covers (SCHEMA, ACTIVATE_VERSION, BATCH simply keep their
+      place in the buffer).
     - At the end of each stream (`FastRecordsMixin.finalize_state_progress_markers`) and
       of the sync (`TapAnalytics.invoke`).
     - When the buffer passes `max_buffer_bytes` (a stream without bookmarks emits no STATE
@@ -313,8 +314,7 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
 
     def write_message(self, message: Message) -> None:
         line = self.serialize_message(message)
-        is_record = getattr(message, "type", None) == "RECORD"
-        self.write_line(line, final=not is_record)
+        self.write_line(line, final=getattr(message, "type", None) == "STATE")
 
     def write_line(self, line: bytes | bytearray, *, final: bool = False) -> None:
         """Append one complete line; `final=True` writes the buffer out now."""
