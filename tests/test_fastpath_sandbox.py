@@ -8,14 +8,21 @@ import datetime as dt
 import io
 import json
 import re
+import signal
+import subprocess
+import tempfile
+import time
+import typing as t
+from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import TAP_EXE, run_cli
 from jsonschema import Draft7Validator, FormatChecker
 from singer_sdk.io_base import SingerWriter
 
 from tap_analytics.common.fastpath import FastRecordsMixin, FastSingerWriter
 from tap_analytics.sandbox import Sandbox
+from tap_analytics.sandbox.core import Faults
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
@@ -99,3 +106,31 @@ def test_fast_path_equals_sdk_path_on_alation_sandbox_data(
     assert fast_records == stock_records
     assert [m for m in fast if m["type"] == "STATE"][-1] == [
         m for m in stock if m["type"] == "STATE"][-1]
+
+
+def test_sigterm_mid_sync_leaves_whole_lines_ending_with_a_state(
+    fresh_sandbox: t.Callable[..., Sandbox]
+) -> None:
+    """Meltano stops a tap with SIGTERM: the SDK then writes a last STATE, which writes the
+    buffered records out before it; no torn line, nothing after that STATE."""
+    sb = fresh_sandbox(services=["alation"], faults=Faults(latency_seconds=0.02))
+    config = sb.config()
+    config["alation"]["page_size"] = 10
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "config.json")
+        path.write_text(json.dumps(config))
+        proc = subprocess.Popen([TAP_EXE, "--config", str(path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the first write (SCHEMA .. STATE): well underway
+        assert first
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    lines = (first + rest).decode("utf-8").splitlines()
+    messages = [json.loads(line) for line in lines]  # every line is whole JSON
+    records = [m for m in messages if m["type"] == "RECORD"]
+    assert records, "killed before any record: make the sandbox slower"
+    assert messages[-1]["type"] == "STATE", [m["type"] for m in messages[-3:]]
+    total = sum(len(v) for k, v in sb.alation.data.items() if k != "query")
+    assert len(records) < total, "the sync finished before SIGTERM: nothing was tested"
