@@ -434,6 +434,13 @@ class AlationStream(AnalyticsStream):
         """The JSON body, or one clear error naming the stream and the URL path."""
         try:
             return json.loads(response.content)
+        except RecursionError:
+            raise TapAnalyticsError(
+                f"Alation stream '{self.name}'",
+                f"the JSON in the response to {self.url_path(response)} is nested too "
+                f"deeply to read (HTTP {response.status_code}, "
+                f"{len(response.content)} bytes)",
+            ) from None
         except ValueError:
             raise TapAnalyticsError(
                 f"Alation stream '{self.name}'",
@@ -480,7 +487,10 @@ class AlationStream(AnalyticsStream):
         try:
             normalize_at_paths(row, self.ts_paths)
         except ValueError as exc:
-            raise TapAnalyticsError(f"Alation stream '{self.name}'", str(exc)) from None
+            raise TapAnalyticsError(
+                f"Alation stream '{self.name}'",
+                f"{exc} (in a record from {urlparse(self.url_base).path}{self.path or ''})",
+            ) from None
         if self.replication_key and self.is_timestamp_replication_key:
             kept = self.skip_if_at_bookmark(row, context)
             if kept is None:
