@@ -60,8 +60,18 @@ def test_meltano_into_duckdb_then_incremental(
     env = {**sandbox_env(sb), "TARGET_DUCKDB_FILEPATH": str(db)}
     run = ("--environment=sandbox", "run", "tap-analytics", "target-duckdb")
 
+    # Meltano discovers before every run: that must cost no request (Scuba's daily quota).
+    catalog = meltano_project.run("--environment=sandbox", "invoke", "--dump=catalog",
+                                  "tap-analytics", database=system_db, env=env)
+    assert catalog.returncode == 0, catalog.tail()
+    discovered = {s["tap_stream_id"] for s in json.loads(catalog.stdout)["streams"]}
+    assert discovered == set(expected.streams)
+    spent = {name: len(service.requests()) for name, service in sb.services.items()}
+    assert not any(spent.values()), f"discovery sent requests: {spent}"
+
     first = meltano_project.run(*run, database=system_db, env=env)
     assert first.returncode == 0, first.tail()
+    assert all(service.requests() for service in sb.services.values()), "request log is empty"
     with duckdb.connect(str(db), read_only=True) as con:
         check_warehouse(lambda sql, params=(): con.execute(sql, list(params)).fetchall(),
                         "?", SCHEMA, expected, empty_string_is_null=True)
