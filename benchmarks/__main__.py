@@ -1,6 +1,6 @@
 """`python -m benchmarks`: every benchmark in one run, then a goal / PASS / FAIL table.
 
-    .venv/bin/python -m benchmarks                 # all three sections (~5-8 min, 2 cores)
+    .venv/bin/python -m benchmarks                 # all three sections (~3-4 min on 2 cores)
     .venv/bin/python -m benchmarks --quick         # smaller sizes, one repeat (a smoke run)
     .venv/bin/python -m benchmarks --sections 1,3  # some sections only
     .venv/bin/python -m benchmarks --json out.json # also write every number as JSON
