@@ -73,3 +73,34 @@ def test_an_empty_or_foreign_state_is_a_fresh_start(sb: Sandbox, state: dict) ->
     assert again.returncode == 0, again.stderr[-2000:]
     assert {k: len(v) for k, v in again.records.items()} == {
         k: len(v) for k, v in fresh.records.items()}
+
+
+def test_the_bookmark_check_mixin_works_on_a_plain_sdk_stream() -> None:
+    # The fix offered to streams that are not AnalyticsStream (e.g. Insights reports).
+    from singer_sdk import Stream, Tap  # noqa: PLC0415
+    from singer_sdk import typing as th  # noqa: PLC0415
+
+    from tap_analytics.common.errors import TapAnalyticsError  # noqa: PLC0415
+    from tap_analytics.common.http import BookmarkCheckMixin  # noqa: PLC0415
+
+    class Plain(BookmarkCheckMixin, Stream):
+        name = "plain_stream"
+        replication_key = "ts"
+        schema = th.PropertiesList(th.Property("ts", th.DateTimeType)).to_dict()
+
+        def get_records(self, context: t.Any) -> t.Iterable[dict]:
+            return []
+
+    class Dummy(Tap):
+        name = "dummy"
+        config_jsonschema = th.PropertiesList().to_dict()
+
+        def discover_streams(self) -> list[Stream]:
+            return [Plain(self)]
+
+    stream = Dummy(config={}, parse_env_config=False).streams["plain_stream"]
+    assert stream.compare_start_date("2024-02-01T00:00:00Z", "2024-01-01T00:00:00Z") == (
+        "2024-02-01T00:00:00Z")
+    with pytest.raises(TapAnalyticsError) as caught:
+        stream.compare_start_date("2024-99-99", "2024-01-01T00:00:00Z")
+    assert "plain_stream" in str(caught.value) and "state" in str(caught.value)

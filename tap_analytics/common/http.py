@@ -63,7 +63,26 @@ def tls_error_message(exc: requests.exceptions.SSLError, url: str | None = None)
             "(check the URL's scheme and port; for a private CA set ca_bundle)")
 
 
-class AnalyticsStream(FastRecordsMixin, RESTStream):
+class BookmarkCheckMixin:
+    """For any SDK stream: a STATE bookmark that is not a date-time (hand-edited, or from
+    another tap) is one clear line naming the stream, not a bare ValueError from the SDK's
+    start-value comparison. Put it before the SDK stream class in the bases."""
+
+    def compare_start_date(self, value: str, start_date_value: str) -> str:
+        try:
+            return super().compare_start_date(value, start_date_value)  # type: ignore[misc]
+        except (ValueError, TypeError):
+            source = getattr(self, "source_name", "")
+            name = getattr(self, "name", "?")
+            raise TapAnalyticsError(
+                f"{source} stream '{name}'" if source else name,
+                f"the state's bookmark for {getattr(self, 'replication_key', '?')} "
+                f"({one_line(str(value), 60)!r}) is not a date-time: fix or remove it from "
+                "the state",
+            ) from None
+
+
+class AnalyticsStream(BookmarkCheckMixin, FastRecordsMixin, RESTStream):
     """Base for all REST streams of the tap.
 
     Subclasses set `source_name` ("Alation", "Scuba", "Insights") and
@@ -107,19 +126,6 @@ class AnalyticsStream(FastRecordsMixin, RESTStream):
                 ) from None
 
         return super().request_decorator(no_retry_on_tls)
-
-    def compare_start_date(self, value: str, start_date_value: str) -> str:
-        """The SDK's comparison, with one clear line for a bookmark that is not a date-time
-        (a hand-edited or foreign state) instead of a bare ValueError."""
-        try:
-            return super().compare_start_date(value, start_date_value)
-        except (ValueError, TypeError):
-            raise TapAnalyticsError(
-                f"{self.source_name} stream '{self.name}'",
-                f"the state's bookmark for {self.replication_key} "
-                f"({one_line(str(value), 60)!r}) is not a date-time: fix or remove it from "
-                "the state",
-            ) from None
 
     def backoff_max_tries(self) -> int:
         return int(self.source_config.get("max_tries") or DEFAULT_MAX_TRIES)
