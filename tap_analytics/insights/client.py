@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import requests
 
 from tap_analytics.common.errors import TapAnalyticsError, one_line, redact
+from tap_analytics.common.http import tls_error_message
 from tap_analytics.insights.parsers import (
     ParseError,
     QueryStatus,
@@ -95,8 +96,14 @@ class InsightsApi:
                 raise self._fail(where, "sync aborted")
             tries += 1
             try:
+                # verify passed explicitly: Session.request would otherwise let
+                # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment override it.
                 response = self.session.request(method, url, json=json_body,
-                                                timeout=self.timeout)
+                                                timeout=self.timeout,
+                                                verify=self.session.verify)
+            except requests.exceptions.SSLError as exc:
+                # A certificate does not become valid by waiting: no retry.
+                raise self._fail(where, tls_error_message(exc, url)) from None
             except requests.RequestException as exc:
                 if tries >= self.max_tries:
                     raise self._fail(where, f"{method} {path}: network error "
