@@ -20,6 +20,7 @@ from singer_sdk.helpers._state import PROGRESS_MARKERS
 from typing_extensions import override
 
 from tap_analytics.common.errors import ConfigError, TapAnalyticsError
+from tap_analytics.common.fastpath import FastRecordsMixin
 from tap_analytics.common.timeutil import format_datetime, parse_datetime, utcnow
 from tap_analytics.insights import reports
 from tap_analytics.insights.client import InsightsApi, QueryResult, iso_z
@@ -56,7 +57,7 @@ def windows(start: dt.datetime, end: dt.datetime, hours: float) -> list[tuple[dt
     return out
 
 
-class InsightsFieldsStream(Stream):
+class InsightsFieldsStream(FastRecordsMixin, Stream):
     """One record per event type and field of GET /dwh/Q."""
 
     name = "insights_fields"
@@ -75,7 +76,7 @@ class InsightsFieldsStream(Stream):
                 yield {"event_type": event, "field": field, "position": position}
 
 
-class InsightsReportStream(Stream):
+class InsightsReportStream(FastRecordsMixin, Stream):
     """Rows of one report, window by window."""
 
     replication_key = "timestamp"
