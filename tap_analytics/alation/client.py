@@ -20,6 +20,7 @@ import typing as t
 from http import HTTPStatus
 from urllib.parse import urlparse
 
+import msgspec
 from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.pagination import OffsetPaginator
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
@@ -38,6 +39,9 @@ if t.TYPE_CHECKING:
 TIMESTAMP_FIELD = re.compile(r"^ts_|_at$")
 
 API_PREFIX = "/integration/v1"
+
+#: msgspec parses a page ~2x faster than json.loads, to the same Python values.
+_MSGSPEC_DECODE = msgspec.json.Decoder().decode
 
 #: The key of the mid-stream resume marker in a stream's STATE entry.
 RESUME_KEY = "resume"
@@ -433,7 +437,11 @@ class AlationStream(AnalyticsStream):
     def decode_json(self, response: requests.Response) -> t.Any:
         """The JSON body, or one clear error naming the stream and the URL path."""
         try:
-            return json.loads(response.content)
+            try:
+                return _MSGSPEC_DECODE(response.content)
+            except msgspec.DecodeError:
+                # lone surrogates, 1e400, NaN...: json.loads reads them as Python does
+                return json.loads(response.content)
         except RecursionError:
             raise TapAnalyticsError(
                 f"Alation stream '{self.name}'",
