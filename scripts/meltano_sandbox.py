@@ -21,7 +21,7 @@ PREFIX = "TAP_ANALYTICS"
 
 
 def _project(meltano_yml: Path = ROOT / "meltano.yml") -> dict:
-    import yaml  # noqa: PLC0415
+    import yaml
 
     return yaml.safe_load(meltano_yml.read_text())
 
@@ -104,7 +104,7 @@ def meltano_env(config: t.Mapping[str, t.Any], *, environment: str = "sandbox",
 
 
 def table_counts(warehouse: Path) -> dict[str, int]:
-    import duckdb  # noqa: PLC0415
+    import duckdb
 
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
