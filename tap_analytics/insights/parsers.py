@@ -44,7 +44,7 @@ def _as_object(body: t.Any) -> dict:
     if isinstance(body, (bytes, str)):
         try:
             body = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ParseError(f"not JSON: {one_line(str(body), 120)!r}") from exc
     if not isinstance(body, dict):
         raise ParseError(f"expected a JSON object, got {type(body).__name__}")
@@ -115,7 +115,7 @@ def error_detail(body: bytes | str) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
     try:
         payload = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return one_line(text, 300)
     return one_line(_flatten_message(payload), 400)
 

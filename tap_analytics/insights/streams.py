@@ -21,6 +21,7 @@ from typing_extensions import override
 
 from tap_analytics.common.errors import ConfigError, TapAnalyticsError
 from tap_analytics.common.fastpath import FastRecordsMixin
+from tap_analytics.common.http import BookmarkCheckMixin
 from tap_analytics.common.timeutil import format_datetime, parse_datetime, utcnow
 from tap_analytics.insights import reports
 from tap_analytics.insights.client import InsightsApi, QueryResult, iso_z
@@ -76,7 +77,7 @@ class InsightsFieldsStream(FastRecordsMixin, Stream):
                 yield {"event_type": event, "field": field, "position": position}
 
 
-class InsightsReportStream(FastRecordsMixin, Stream):
+class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
     """Rows of one report, window by window."""
 
     replication_key = "timestamp"
