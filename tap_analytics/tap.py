@@ -27,6 +27,7 @@ from tap_analytics.common.fastpath import FastSingerWriter
 from tap_analytics.insights.settings import SETTINGS as INSIGHTS_SETTINGS
 from tap_analytics.scuba.settings import SETTINGS as SCUBA_SETTINGS
 
+
 class TapAnalytics(Tap):
     """Singer tap for Scuba/Interana, Alation and IntelePeer Insights."""
 
@@ -114,7 +115,7 @@ class TapAnalytics(Tap):
         catalog: t.IO[str] | None = None,
     ) -> None:
         """As `Tap.invoke`, plus a non-zero exit after a clean, resumable stop."""
-        from singer_sdk.helpers._util import load_json  # noqa: PLC0415
+        from singer_sdk.helpers._util import load_json
 
         if about:
             cls.print_about(about_format)
@@ -137,9 +138,9 @@ class TapAnalytics(Tap):
 
 def _check_top_level(config: t.Mapping) -> None:
     """start_date/end_date that the schema types but does not parse; ca_bundle exists."""
-    import os  # noqa: PLC0415
+    import os
 
-    from tap_analytics.common.timeutil import parse_datetime  # noqa: PLC0415
+    from tap_analytics.common.timeutil import parse_datetime
 
     dates = {}
     for key in ("start_date", "end_date"):
@@ -171,7 +172,7 @@ def _setting_path(parts: t.Iterable[t.Any]) -> str:
 
 def _config_error_from_schema(config: t.Mapping, schema: dict) -> ConfigError:
     """The first schema violation of `config`, as one line naming the setting."""
-    from jsonschema import Draft7Validator  # noqa: PLC0415
+    from jsonschema import Draft7Validator
 
     validator = Draft7Validator(schema)
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.path))
@@ -207,14 +208,14 @@ def _report(exc: BaseException, secrets: list[str]) -> None:
     elif isinstance(exc, FatalAPIError):
         line = str(exc)
     elif isinstance(exc, requests.exceptions.SSLError):
-        from tap_analytics.common.http import tls_error_message  # noqa: PLC0415
+        from tap_analytics.common.http import tls_error_message
 
         line = tls_error_message(exc)
     elif isinstance(exc, requests.exceptions.RequestException):
         req = getattr(exc, "request", None)
         where = ""
         if req is not None and getattr(req, "url", None):
-            from urllib.parse import urlparse  # noqa: PLC0415
+            from urllib.parse import urlparse
 
             parsed = urlparse(req.url)
             where = f" {parsed.hostname}:{parsed.port or ''}{parsed.path}"
@@ -223,13 +224,13 @@ def _report(exc: BaseException, secrets: list[str]) -> None:
         line = f"unexpected error: {type(exc).__name__}: {one_line(str(exc))}"
         log.debug("traceback", exc_info=exc)
     line = redact(one_line(line, 600), secrets)
-    print(f"tap-analytics: error: {line}", file=sys.stderr, flush=True)  # noqa: T201
+    print(f"tap-analytics: error: {line}", file=sys.stderr, flush=True)
     sys.exit(1)
 
 
 def _secrets_from_argv(argv: list[str]) -> list[str]:
-    import json  # noqa: PLC0415
-    import os  # noqa: PLC0415
+    import json
+    import os
 
     secrets: list[str] = []
     for i, arg in enumerate(argv):
@@ -249,7 +250,7 @@ def _secrets_from_argv(argv: list[str]) -> list[str]:
 def _check_json_files(argv: list[str]) -> None:
     """A --config/--state/--catalog file that is not JSON: one line naming the file
     (the SDK would fail with a bare JSONDecodeError)."""
-    import json  # noqa: PLC0415
+    import json
 
     for i, arg in enumerate(argv):
         option, _, value = arg.partition("=")
@@ -278,7 +279,7 @@ def main() -> None:
         raise
     except KeyboardInterrupt:
         sys.exit(130)
-    except BaseException as exc:  # noqa: BLE001 - the user gets one line, not a traceback
+    except BaseException as exc:
         _report(exc, _secrets_from_argv(sys.argv))
 
 

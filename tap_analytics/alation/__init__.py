@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import typing as t
-from urllib.parse import urlparse
 
+from tap_analytics.common.config import check_source_block
 from tap_analytics.common.errors import ConfigError
 
 if t.TYPE_CHECKING:
@@ -16,19 +16,7 @@ MAX_PAGE_SIZE = 10_000
 def validate(block: t.Any) -> None:
     """Check the `alation` block; raise ConfigError naming the setting (never its value
     for secrets)."""
-    if not isinstance(block, dict):
-        raise ConfigError("alation", "must be an object")
-    base_url = block.get("base_url")
-    if not isinstance(base_url, str) or not base_url.strip():
-        raise ConfigError("alation.base_url", "is required")
-    parsed = urlparse(base_url.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(
-            "alation.base_url", "must be an http(s) URL such as https://alation.example.com"
-        )
-    token = block.get("api_token")
-    if not isinstance(token, str) or not token.strip():
-        raise ConfigError("alation.api_token", "is required (a non-empty API token)")
+    check_source_block(block, "alation", "https://alation.example.com")
     page_size = block.get("page_size", 500)
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not (
         1 <= page_size <= MAX_PAGE_SIZE
@@ -54,6 +42,6 @@ def discover(tap: Tap) -> list[Stream]:
     if block is None:
         return []
     validate(block)
-    from tap_analytics.alation.streams import STREAM_TYPES  # noqa: PLC0415
+    from tap_analytics.alation.streams import STREAM_TYPES
 
     return [stream_type(tap=tap) for stream_type in STREAM_TYPES]

@@ -144,7 +144,7 @@ class QueryResultsStream(AlationStream):
         )
 
     def warn_no_result(self, query_id: int, response: requests.Response) -> None:
-        from tap_analytics.common.http import body_detail  # noqa: PLC0415
+        from tap_analytics.common.http import body_detail
 
         self.logger.warning(
             "Alation stream '%s': no available result for query %d (HTTP 404 for %s: %s); "

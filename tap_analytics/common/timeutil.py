@@ -76,7 +76,7 @@ def from_epoch_ms(ms: int | float) -> dt.datetime:
 
 def to_epoch_ms(value: dt.datetime) -> int:
     value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
-    return int(round(value.timestamp() * 1000))
+    return round(value.timestamp() * 1000)
 
 
 def utcnow() -> dt.datetime:

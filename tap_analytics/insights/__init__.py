@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing as t
 
+from tap_analytics.common.config import check_source_block
 from tap_analytics.common.errors import ConfigError
 
 if t.TYPE_CHECKING:
@@ -15,9 +16,9 @@ def discover(tap: Tap) -> list[Stream]:
 
     No API call: the field list is fetched only when a report is synced.
     """
-    from tap_analytics.insights import reports  # noqa: PLC0415
-    from tap_analytics.insights.sftp import load_private_key, parse_host_key  # noqa: PLC0415
-    from tap_analytics.insights.streams import (  # noqa: PLC0415
+    from tap_analytics.insights import reports
+    from tap_analytics.insights.sftp import load_private_key, parse_host_key
+    from tap_analytics.insights.streams import (
         InsightsFieldsStream,
         InsightsReportStream,
     )
@@ -25,13 +26,7 @@ def discover(tap: Tap) -> list[Stream]:
     block = tap.config.get("insights")
     if block is None:
         return []
-    if not isinstance(block, t.Mapping):
-        raise ConfigError("insights", "must be an object")
-    for key in ("base_url", "api_token"):
-        if not block.get(key):
-            raise ConfigError(f"insights.{key}", "is required")
-    if not str(block["base_url"]).startswith(("http://", "https://")):
-        raise ConfigError("insights.base_url", "must start with https://")
+    check_source_block(block, "insights", "https://api.intelepeer.com/_rest/v4")
     limit = block.get("max_concurrent_queries")
     if limit is not None and not 1 <= int(limit) <= 2:
         raise ConfigError("insights.max_concurrent_queries",

@@ -136,7 +136,7 @@ class InsightsApi:
             raise self._fail(where, f"HTTP {status} for {method} {path}: {detail}")
 
     def _sleep_retry(self, where: str, method: str, path: str, tries: int, why: str) -> None:
-        wait = min(30.0, 2 ** (tries - 1)) * (0.5 + random.random() / 2)  # noqa: S311
+        wait = min(30.0, 2 ** (tries - 1)) * (0.5 + random.random() / 2)
         LOGGER.warning("%s: retrying %s %s in %.1f s after try %d (%s)",
                        where, method, path, wait, tries, why)
         self.stop.wait(wait)
@@ -258,6 +258,6 @@ class InsightsApi:
 
 
 def urlpath(response: requests.Response) -> str:
-    from urllib.parse import urlparse  # noqa: PLC0415
+    from urllib.parse import urlparse
 
     return urlparse(response.url).path

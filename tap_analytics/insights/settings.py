@@ -102,7 +102,9 @@ SETTINGS = th.Property(
             default=2,
             description="Queries in flight at once per token: 1 or 2 (the API allows 2).",
         ),
-        th.Property("reports", th.ArrayType(REPORT), required=True, description="One stream per report."),
+        th.Property(
+            "reports", th.ArrayType(REPORT), required=True, description="One stream per report."
+        ),
         th.Property("sftp", SFTP, required=True, description="Where the report files are fetched."),
         th.Property(
             "max_tries",

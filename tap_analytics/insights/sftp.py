@@ -184,7 +184,7 @@ class SftpSession:
             if thing is not None:
                 try:
                     thing.close()
-                except Exception:  # noqa: BLE001, S110 - closing a broken connection
+                except Exception:
                     pass
         self._sftp = None
         self._transport = None
@@ -233,7 +233,7 @@ class SftpStream(io.RawIOBase):
         except SftpDropped:
             self.session.close()
             raise
-        except (paramiko.SSHException, EOFError, OSError, socket.timeout) as exc:
+        except (TimeoutError, paramiko.SSHException, EOFError, OSError) as exc:
             self.session.close()
             raise SftpDropped(f"connection lost after {self.offset} bytes: {exc}") from exc
         n = min(len(buffer), len(self._buffer))
@@ -244,6 +244,6 @@ class SftpStream(io.RawIOBase):
     def close(self) -> None:
         try:
             self.handle.close()
-        except Exception:  # noqa: BLE001, S110 - the connection may be gone already
+        except Exception:
             pass
         super().close()

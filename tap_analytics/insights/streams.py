@@ -37,7 +37,7 @@ def shared_api(tap: Tap) -> InsightsApi:
     api = getattr(tap, "_insights_api", None)
     if api is None:
         config = tap.config
-        from tap_analytics.tap import config_secrets  # noqa: PLC0415
+        from tap_analytics.tap import config_secrets
 
         api = InsightsApi(config["insights"], ca_bundle=config.get("ca_bundle"),
                           secrets=config_secrets(config))

@@ -623,7 +623,7 @@ class AlationService(Service):
             type_, getter = specs[name]
             if kind == "execution_event" and name == "session_is_scheduled":
                 sessions = self.by_id["execution_session"]
-                getter = lambda rec: sessions[rec["session_id"]]["is_scheduled"]  # noqa: E731
+                getter = lambda rec: sessions[rec["session_id"]]["is_scheduled"]  # noqa: E731, B023
             predicates.append((getter, compile_filter(type_, op, raw, param)))
         choices = ORDERINGS[kind]
         sort_field = DEFAULT_ORDER.get(kind, "id")

@@ -168,7 +168,7 @@ class InsightsService(Service):
             shutil.rmtree(self._dir, ignore_errors=True)
 
     def config_block(self) -> dict:
-        assert self.sftp is not None  # noqa: S101 - started with the sandbox
+        assert self.sftp is not None
         return {
             "base_url": self.url + PREFIX,
             "api_token": INSIGHTS_TOKEN,
@@ -187,7 +187,7 @@ class InsightsService(Service):
 
     @property
     def client_key_text(self) -> str:
-        assert self.sftp is not None  # noqa: S101
+        assert self.sftp is not None
         return self.sftp.client_key_text
 
     # -- data -------------------------------------------------------------------------
@@ -326,7 +326,7 @@ class InsightsService(Service):
                 return json_response({"code": 429, "message": "max concurrent queries per "
                                       "user (2) reached"}, 429)
             self._counter += 1
-            guid = hashlib.md5(f"{self.seed}-{self._counter}".encode()).hexdigest()  # noqa: S324
+            guid = hashlib.md5(f"{self.seed}-{self._counter}".encode()).hexdigest()
             if self.rows_override is not None and not body.get("filters"):
                 count = self.rows_override
             else:
@@ -375,7 +375,7 @@ class InsightsService(Service):
 
     def _materialize(self, query: Query, path: str) -> str:
         """Write all files of a query in one streamed pass (gzip level 1), once."""
-        assert self._dir is not None  # noqa: S101
+        assert self._dir is not None
         with self._file_lock:
             if not query.local:
                 rows = self.rows(query.fields, query.start, query.end,

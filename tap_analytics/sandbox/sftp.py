@@ -96,7 +96,7 @@ class _Handle(paramiko.SFTPHandle):
         super().__init__(os.O_RDONLY)
         self.served = served
         self.transport = transport
-        self.readfile = open(served.local_path, "rb")  # noqa: SIM115 - closed by close()
+        self.readfile = open(served.local_path, "rb")
 
     def stat(self) -> paramiko.SFTPAttributes:
         attrs = paramiko.SFTPAttributes()
@@ -196,11 +196,11 @@ class SftpServer:
         return self
 
     def _serve(self) -> None:
-        assert self._sock is not None  # noqa: S101 - set by start()
+        assert self._sock is not None
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import typing as t
-from urllib.parse import urlparse
 
+from tap_analytics.common.config import check_source_block
 from tap_analytics.common.errors import ConfigError
 
 if t.TYPE_CHECKING:
@@ -23,19 +23,7 @@ def _positive(block: dict, name: str, *, integer: bool) -> None:
 
 def validate(block: t.Any) -> None:
     """Check the `scuba` block; raise ConfigError naming the setting (never a secret)."""
-    if not isinstance(block, dict):
-        raise ConfigError("scuba", "must be an object")
-    base_url = block.get("base_url")
-    if not isinstance(base_url, str) or not base_url.strip():
-        raise ConfigError("scuba.base_url", "is required")
-    parsed = urlparse(base_url.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(
-            "scuba.base_url", "must be an http(s) URL such as https://my_cluster.scuba.io"
-        )
-    token = block.get("api_token")
-    if not isinstance(token, str) or not token.strip():
-        raise ConfigError("scuba.api_token", "is required (a non-empty API token)")
+    check_source_block(block, "scuba", "https://my_cluster.scuba.io")
     _positive(block, "window_days", integer=False)
     _positive(block, "max_tries", integer=True)
     _positive(block, "request_timeout_seconds", integer=True)
@@ -55,9 +43,9 @@ def discover(tap: Tap) -> list[Stream]:
     if block is None:
         return []
     validate(block)
-    from tap_analytics.scuba.entries import parse_entries  # noqa: PLC0415
-    from tap_analytics.scuba.limiter import runtime_for  # noqa: PLC0415
-    from tap_analytics.scuba.streams import STREAM_CLASSES  # noqa: PLC0415
+    from tap_analytics.scuba.entries import parse_entries
+    from tap_analytics.scuba.limiter import runtime_for
+    from tap_analytics.scuba.streams import STREAM_CLASSES
 
     entries = parse_entries(block)
     runtime = runtime_for(tap, float(block.get("min_seconds_between_queries", 1.0)))

@@ -37,7 +37,7 @@ def infer_properties(records: t.Iterable[dict[str, t.Any]]) -> dict[str, dict[st
     was missing or null, integer widened to number when both occur, time buckets date-time."""
     seen: dict[str, set[str]] = {}
     count = 0
-    for count, record in enumerate(records, start=1):  # noqa: B007
+    for count, record in enumerate(records, start=1):
         for name in seen.keys() - record.keys():
             seen[name].add("null")
         for name, value in record.items():
@@ -56,7 +56,7 @@ def infer_properties(records: t.Iterable[dict[str, t.Any]]) -> dict[str, dict[st
 
 
 def _schema_command(args: argparse.Namespace) -> int:
-    from tap_analytics.tap import TapAnalytics, config_secrets  # noqa: PLC0415
+    from tap_analytics.tap import TapAnalytics, config_secrets
 
     with open(args.config, encoding="utf-8") as fh:
         config = json.load(fh)
@@ -73,20 +73,20 @@ def _schema_command(args: argparse.Namespace) -> int:
             if not plan:
                 raise TapAnalyticsError(stream.name, "no complete window to query yet")
             window = plan[0]
-        stream._window = window  # type: ignore[attr-defined]  # noqa: SLF001
-        rows = [stream._finish(r) for r in stream.request_records(None)]  # type: ignore[attr-defined]  # noqa: SLF001
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback or a secret
+        stream._window = window  # type: ignore[attr-defined]
+        rows = [stream._finish(r) for r in stream.request_records(None)]  # type: ignore[attr-defined]
+    except Exception as exc:
         text = str(exc) if isinstance(exc, TapAnalyticsError) else f"{type(exc).__name__}: {exc}"
-        print(f"tap-analytics: error: {redact(one_line(text, 600), secrets)}",  # noqa: T201
+        print(f"tap-analytics: error: {redact(one_line(text, 600), secrets)}",
               file=sys.stderr)
         return 1
     properties = infer_properties(rows)
     for name in ("window_start", "window_end"):
         properties.pop(name, None)
-    print(json.dumps({"schema": properties}, indent=2))  # noqa: T201
+    print(json.dumps({"schema": properties}, indent=2))
     print(f"scuba: 1 query sent, {len(rows)} record(s) seen; paste `schema` into the "
           f"entry '{args.name}' of scuba.queries (or the stream's schema in catalog.json)",
-          file=sys.stderr)  # noqa: T201
+          file=sys.stderr)
     return 0
 
 

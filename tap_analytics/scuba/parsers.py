@@ -154,7 +154,7 @@ def parse_csv(data: bytes | str) -> t.Iterator[dict[str, t.Any]]:
     names = unique_names(header)
     line = 1
     try:
-        for line, row in enumerate(reader, start=2):  # noqa: B007
+        for line, row in enumerate(reader, start=2):
             if not row:
                 continue
             if len(row) != len(names):
