@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import time
 import typing as t
 
 import requests
@@ -231,6 +232,7 @@ class ScubaStream(AnalyticsStream):
             )
         for number, window in enumerate(plan, start=1):
             self._window = window
+            started = time.monotonic()
             try:
                 rows = list(self.request_records(context))
             except DailyQuotaSpent as exc:
@@ -247,15 +249,17 @@ class ScubaStream(AnalyticsStream):
                 yield self._finish(row)
             if window is not None:
                 self._commit_window(window)
+            elapsed = max(time.monotonic() - started, 1e-6)
             self.logger.info(
-                "Scuba stream '%s': %s %d/%d done (%s): %d record(s); queries sent this run: "
-                "%d%s",
+                "Scuba stream '%s': %s %d/%d done (%s): %d record(s), %.0f records/s; "
+                "queries sent this run: %d%s",
                 self.name,
                 "window" if window is not None else "query",
                 number,
                 total,
                 window or "full table",
                 len(rows),
+                len(rows) / elapsed,
                 self.runtime.queries_sent,
                 self._quota_note(),
             )
