@@ -104,6 +104,25 @@ class TapAnalytics(Tap):
         self.logger.warning("Config: %s", problem)  # discovery only warns: say what
         return [str(problem)]
 
+    # singer-sdk 0.54.9: on SIGINT/SIGTERM `Tap._handle_termination` writes a last STATE
+    # and exits 0, so Meltano reports an interrupted sync as a success. Keep the STATE
+    # (it is resumable), but exit 128 + signal number as a shell would.
+    def _handle_termination(self, signum: int, frame: t.Any) -> None:
+        try:
+            super()._handle_termination(signum, frame)
+        except SystemExit:
+            pass
+        writer = self.message_writer
+        if isinstance(writer, FastSingerWriter):
+            writer.flush()
+        print(
+            f"tap-analytics: error: interrupted by signal {signum}; the last STATE "
+            "written resumes the sync",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(128 + signum)
+
     @classmethod
     def invoke(  # type: ignore[override]
         cls,

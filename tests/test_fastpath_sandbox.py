@@ -127,6 +127,8 @@ def test_sigterm_mid_sync_leaves_whole_lines_ending_with_a_state(
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=60)
+    # An interrupted sync is not a success: exit 128 + SIGTERM, as a shell reports it.
+    assert proc.returncode == 128 + signal.SIGTERM, proc.returncode
     lines = (first + rest).decode("utf-8").splitlines()
     messages = [json.loads(line) for line in lines]  # every line is whole JSON
     records = [m for m in messages if m["type"] == "RECORD"]
