@@ -48,14 +48,19 @@ RESUME_KEY = "resume"
 
 
 # The two styles Alation sends, already in UTC: a fast path before the general parser.
-_FAST_TS = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d\.\d{6})(?:Z|\+00:00)")
+# (ASCII digits only: `\d` would also match other scripts' digits, which normalize()
+# converts.) Both are 27 or 32 characters: "YYYY-MM-DD[T ]HH:MM:SS.ffffff(Z|+00:00)".
+_FAST_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}"
+                      r"(?:Z|\+00:00)")
+_fast_ts_match = _FAST_TS.fullmatch
 
 
 def normalize_ts(value: str) -> str | None:
     """normalize() with a fast path for Alation's two usual UTC styles."""
-    m = _FAST_TS.fullmatch(value)
-    if m:
-        return f"{m.group(1)}T{m.group(2)}+00:00"
+    if _fast_ts_match(value) is not None:
+        if len(value) == 32 and value[10] == "T":
+            return value  # already in the tap's format
+        return value[:10] + "T" + value[11:26] + "+00:00"
     return normalize(value)
 
 
@@ -105,6 +110,37 @@ def normalize_at_paths(node: t.Any, paths: TsPaths) -> None:
                     raise ValueError(f"field '{key}': {exc}") from None
         else:
             normalize_at_paths(value, sub)
+
+
+def compile_normalizer(paths: TsPaths) -> t.Callable[[t.Any], None]:
+    """normalize_at_paths(node, paths) as one function per schema level (same order,
+    same errors), compiled once per stream: the per-record path."""
+    steps = [(key, None if sub is True else compile_normalizer(sub))
+             for key, sub in paths.items()]
+
+    def normalize_node(node: t.Any) -> None:
+        if node.__class__ is not dict:
+            if isinstance(node, list):
+                for item in node:
+                    normalize_node(item)
+                return
+            if not isinstance(node, dict):
+                return
+        get = node.get
+        for key, sub in steps:
+            value = get(key)
+            if value is None:
+                continue
+            if sub is None:
+                if isinstance(value, str):
+                    try:
+                        node[key] = normalize_ts(value)
+                    except ValueError as exc:
+                        raise ValueError(f"field '{key}': {exc}") from None
+            else:
+                sub(value)
+
+    return normalize_node
 
 
 def normalize_timestamps(node: t.Any) -> t.Any:
@@ -491,25 +527,39 @@ class AlationStream(AnalyticsStream):
             paths = self.__dict__["_ts_paths"] = timestamp_paths(self.schema)
         return paths
 
+    def _post_process_plan(self) -> tuple[t.Callable[[t.Any], None], str | None, bool]:
+        """(the compiled timestamp normaliser, the replication key, whether it is a
+        timestamp): looked up once per sync of the stream (reset in get_records), not
+        per record."""
+        plan = self.__dict__.get("_pp_plan")
+        if plan is None:
+            key = self.replication_key or None
+            plan = (compile_normalizer(self.ts_paths), key,
+                    bool(key and self.is_timestamp_replication_key))
+            self.__dict__["_pp_plan"] = plan
+        return plan
+
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
+        normalize_row, key, timestamp_key = self._post_process_plan()
         try:
-            normalize_at_paths(row, self.ts_paths)
+            normalize_row(row)
         except ValueError as exc:
             raise TapAnalyticsError(
                 f"Alation stream '{self.name}'",
                 f"{exc} (in a record from {urlparse(self.url_base).path}{self.path or ''})",
             ) from None
-        if self.replication_key and self.is_timestamp_replication_key:
+        if timestamp_key:
             kept = self.skip_if_at_bookmark(row, context)
             if kept is None:
                 return None
-        if self._run is not None and self.replication_key:
+        run = self._run
+        if run is not None and key:
             # The highest value emitted so far (for the resume marker): records come
             # unsorted, normalised timestamps compare as strings, ids as integers.
-            value = row.get(self.replication_key)
-            top = self._run["max_value"]
+            value = row.get(key)
+            top = run["max_value"]
             if value is not None and (top is None or value > top):
-                self._run["max_value"] = value
+                run["max_value"] = value
         return row
 
     def skip_if_at_bookmark(self, row: dict, context: Context | None) -> dict | None:
@@ -538,6 +588,7 @@ class AlationStream(AnalyticsStream):
         self.pages_done = 0
         self.records_seen = 0
         self.__dict__.pop("_skip_at", None)
+        self.__dict__.pop("_pp_plan", None)
         if not self.resumable:
             yield from super().get_records(context)
         else:

@@ -175,15 +175,20 @@ def compile_conformer(
     #: plain properties keep these unchanged (the SDK's primitive conform returns dicts and
     #: lists of a property without a nested schema as they are)
     allowed = frozenset({*plain, dict, list})
-    special = [(key, spec) for key, spec in specs.items() if spec is not None]
+    #: (key, spec, the nested object's conformer or None): for a nested object whose
+    #: own properties are all plain, its C-level check is done right here (no call)
+    special = [(key, spec, getattr(spec, "sub", None))
+               for key, spec in specs.items() if spec is not None]
+    issuperset_known = known.issuperset
+    issuperset_allowed = allowed.issuperset
 
     def conform(record: dict, unmapped: list) -> dict:
         # Common case, checked in C: known keys only, JSON-born value types only. Then
         # only the few special properties (booleans, nested objects, lists) need a look.
-        if not (known.issuperset(record) and allowed.issuperset(map(type, record.values()))):
+        if not (issuperset_known(record) and issuperset_allowed(map(type, record.values()))):
             return generic(record, unmapped)
         changed: dict | None = None
-        for key, spec in special:
+        for key, spec, sub in special:
             value = record.get(key)
             if value is None:
                 continue
@@ -191,6 +196,11 @@ def compile_conformer(
                 if value.__class__ is bool:
                     continue
                 new = primitive(value, properties[key])
+            elif sub is not None and value.__class__ is dict:
+                if sub.leaf and sub.known_check(value) and sub.allowed_check(
+                        map(type, value.values())):
+                    continue  # what sub(value) returns: the object itself
+                new = sub(value, unmapped)
             else:
                 new = spec(value, unmapped)
             if new is not value:
@@ -202,6 +212,9 @@ def compile_conformer(
         return {key: changed.get(key, value) if key in changed else value
                 for key, value in record.items()}
 
+    conform.leaf = not special  # type: ignore[attr-defined]
+    conform.known_check = issuperset_known  # type: ignore[attr-defined]
+    conform.allowed_check = issuperset_allowed  # type: ignore[attr-defined]
     return conform
 
 
@@ -234,6 +247,7 @@ def _compile_property(name: str, prop_schema: dict, parent: str | None, typing_:
                 return sub(value, unmapped)
             return primitive(value, prop_schema)
 
+        conform_object.sub = sub  # type: ignore[attr-defined]
         return conform_object
 
     def conform_value(value: t.Any, unmapped: list) -> t.Any:
@@ -476,6 +490,70 @@ def fast_path_for(stream: t.Any) -> RecordFastPath | None:
     return fast
 
 
+def _childless(stream: t.Any) -> bool:
+    """True when the SDK's `_process_record` has nothing to do for a record without a
+    partition context: no child streams, the SDK's own child-context methods, the
+    default record map (cached per sync of the stream)."""
+    cached = stream.__dict__.get("_childless_cache")
+    if cached is None:
+        from singer_sdk import Stream
+
+        cls = type(stream)
+        cached = (
+            not stream.child_streams
+            and cls.generate_child_contexts is Stream.generate_child_contexts
+            and cls.get_child_context is Stream.get_child_context
+            and fast_path_for(stream) is not None
+        )
+        stream.__dict__["_childless_cache"] = cached
+    return cached
+
+
+_PROGRESS_MARKERS = "progress_markers"
+_JSON_KEY_TYPES = frozenset({str, int, float})
+
+
+def fast_increment_state(stream: t.Any, record: dict, context: t.Any) -> bool:
+    """The SDK's per-record bookmark increment (singer-sdk 0.54.9,
+    `Stream._increment_stream_state` -> `helpers._state.increment_state`) for the common
+    case; False (nothing done) for any other case, which the caller hands to the SDK.
+
+    The common case: INCREMENTAL replication with a replication key, an unsorted stream
+    (so the SDK keeps the value in the state's `progress_markers`), the progress markers
+    already created by an earlier record (the SDK logs a warning when it creates them),
+    and old and new values of plain JSON types (which `to_json_compatible` returns
+    unchanged). Then, as the SDK: the new value is stored when there is no old one, when
+    `check_sorted` is off, or when it is >= the old one.
+    """
+    cache = stream.__dict__.get("_fast_state_cache")
+    if cache is None:
+        from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
+
+        manager = stream.state_manager
+        usable = (
+            stream.replication_method == REPLICATION_INCREMENTAL
+            and bool(stream.replication_key)
+            and not (manager._is_sorted and manager.state_partitioning_keys is None)
+        )
+        cache = (usable, stream.replication_key, bool(manager._check_sorted), manager)
+        stream.__dict__["_fast_state_cache"] = cache
+    usable, key, check_sorted, manager = cache
+    if not usable or not record:
+        return False
+    progress = manager.get_context_state(context).get(_PROGRESS_MARKERS)
+    if progress is None:
+        return False
+    new = record.get(key)
+    old = progress.get("replication_key_value")
+    if new.__class__ not in _JSON_KEY_TYPES or (
+            old is not None and old.__class__ not in _JSON_KEY_TYPES):
+        return False  # None (the SDK warns), a missing key, datetimes, ...: the SDK's
+    if old is None or not check_sorted or new >= old:
+        progress["replication_key"] = key
+        progress["replication_key_value"] = new
+    return True
+
+
 class FastRecordsMixin:
     """Mix into a singer-sdk Stream (before the SDK class) for the fast per-record path.
 
@@ -497,6 +575,28 @@ class FastRecordsMixin:
         fast.write(record, self._write_conformed_record)
         self.state_manager.is_flushed = False  # type: ignore[attr-defined]
 
+    # singer-sdk 0.54.9: `_process_record(record, child_context, partition_context)` is
+    # the SDK's private per-record step before the write (adds the partition context's
+    # keys to the record, syncs child streams). With no child streams, no partition
+    # context and the SDK's own child-context methods it does nothing but build and drop
+    # a copy of the record per record: skipped then.
+    def _process_record(self, record: dict, child_context: t.Any = None,
+                        partition_context: t.Any = None) -> None:
+        if partition_context or not _childless(self):
+            super()._process_record(  # type: ignore[misc]
+                record, child_context=child_context, partition_context=partition_context)
+
+    # singer-sdk 0.54.9: `_increment_stream_state(record, context=)` is the SDK's private
+    # per-record bookmark step (`StreamStateManager.increment_state` ->
+    # `helpers._state.increment_state`). `fast_increment_state` does the same for the
+    # common case (unsorted stream, progress markers present, plain JSON values) at a
+    # fraction of the cost; everything else goes to the SDK.
+    def _increment_stream_state(self, latest_record: dict, *,
+                                context: t.Any = None) -> None:
+        if not fast_increment_state(self, latest_record, context):
+            super()._increment_stream_state(  # type: ignore[misc]
+                latest_record, context=context)
+
     def _write_conformed_record(self, record: dict, time_extracted: str) -> None:
         """Fallback (text stdout or another message writer): a RecordMessage."""
         tap, version = sdk_internals(self)
@@ -510,6 +610,8 @@ class FastRecordsMixin:
         )
 
     def finalize_state_progress_markers(self, state: dict | None = None) -> None:
+        self.__dict__.pop("_fast_state_cache", None)
+        self.__dict__.pop("_childless_cache", None)
         super().finalize_state_progress_markers(state)  # type: ignore[misc]
         writer = sdk_internals(self)[0].message_writer
         if isinstance(writer, FastSingerWriter):
