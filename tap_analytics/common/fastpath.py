@@ -72,7 +72,8 @@ _LINE_BREAKERS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"),
 
 def escape_line_breakers(data: bytes | bytearray) -> bytes | bytearray:
     """JSON text with U+2028, U+2029 and U+0085 written as escapes."""
-    if b"\xe2\x80" in data or b"\xc2\x85" in data:
+    # One-byte searches first (memchr, ~30x faster than a two-byte search on long data)
+    if (b"\xe2" in data and b"\xe2\x80" in data) or (b"\xc2" in data and b"\xc2\x85" in data):
         for raw, escaped in _LINE_BREAKERS:
             data = data.replace(raw, escaped)
     return data
@@ -177,7 +178,7 @@ def compile_conformer(
     allowed = frozenset({*plain, dict, list})
     #: (key, spec, the nested object's conformer or None): for a nested object whose
     #: own properties are all plain, its C-level check is done right here (no call)
-    special = [(key, spec, getattr(spec, "sub", None))
+    special = [(key, spec, getattr(spec, "sub", None), getattr(spec, "leaf_items", None))
                for key, spec in specs.items() if spec is not None]
     issuperset_known = known.issuperset
     issuperset_allowed = allowed.issuperset
@@ -188,7 +189,7 @@ def compile_conformer(
         if not (issuperset_known(record) and issuperset_allowed(map(type, record.values()))):
             return generic(record, unmapped)
         changed: dict | None = None
-        for key, spec, sub in special:
+        for key, spec, sub, items in special:
             value = record.get(key)
             if value is None:
                 continue
@@ -196,6 +197,14 @@ def compile_conformer(
                 if value.__class__ is bool:
                     continue
                 new = primitive(value, properties[key])
+            elif items is not None and value.__class__ is list:
+                for item in value:
+                    if not (item.__class__ is dict and items.known_check(item)
+                            and items.allowed_check(map(type, item.values()))):
+                        break
+                else:
+                    continue  # what spec(value) returns: the list itself
+                new = spec(value, unmapped)
             elif sub is not None and value.__class__ is dict:
                 if sub.leaf and sub.known_check(value) and sub.allowed_check(
                         map(type, value.values())):
@@ -267,6 +276,10 @@ def _compile_property(name: str, prop_schema: dict, parent: str | None, typing_:
             return sub(value, unmapped)
         return primitive(value, prop_schema)
 
+    if uniform_list and item_is_object and item_sub is not None and item_sub.leaf:
+        # A list of objects whose properties are all plain: an item passing its
+        # object's C-level check comes back as is, and so does a list of such items.
+        conform_value.leaf_items = item_sub  # type: ignore[attr-defined]
     return conform_value
 
 
