@@ -65,6 +65,7 @@ def normalize_ts(value: str) -> str | None:
 
 
 TsPaths = dict[str, t.Any]
+_UNSET = object()
 
 
 def timestamp_paths(schema: dict) -> TsPaths:
@@ -555,9 +556,12 @@ class AlationStream(AnalyticsStream):
                 f"{exc} (in a record from {urlparse(self.url_base).path}{self.path or ''})",
             ) from None
         if timestamp_key:
-            kept = self.skip_if_at_bookmark(row, context)
-            if kept is None:
-                return None
+            mark = self.__dict__.get("_skip_at", _UNSET)
+            if mark is _UNSET:  # first record of the run: work out the mark
+                if self.skip_if_at_bookmark(row, context) is None:
+                    return None
+            elif mark is not None and row.get(key) == mark:
+                return None  # as skip_if_at_bookmark, with the mark already known
         run = self._run
         if run is not None and key:
             # The highest value emitted so far (for the resume marker): records come

@@ -423,6 +423,8 @@ class RecordFastPath:
         self._warned: set[tuple[str, ...]] = set()
         self._stamp_at = -1.0
         self._stamp = ""
+        self._suffix_of: str | None = None
+        self._suffix = b""
 
     def _time_extracted(self) -> str:
         """As the SDK's RecordMessage: now in UTC, isoformat(sep="T"); the string is
@@ -452,7 +454,12 @@ class RecordFastPath:
         return out
 
     def write(self, record: dict, fallback_write: t.Callable[[dict, str], None]) -> None:
-        out = self.conformed(record)
+        if not self.all_selected:
+            pop_deselected_record_properties(record, self.full_schema, self.mask)
+        unmapped: list[str] = []
+        out = self.conform(record, unmapped)
+        if unmapped:
+            self._warn_unmapped(unmapped)
         now = self._time_extracted()
         buffer = self.writer.record_buffer() if self.writer is not None else None
         if buffer is None:
@@ -465,9 +472,10 @@ class RecordFastPath:
         except UnicodeEncodeError:  # a lone surrogate ("\ud83d"): UTF-8 cannot hold it
             del buffer[mark:]
             buffer += serialize_json(out).encode("ascii")  # the SDK's encoder: escaped
-        buffer += self.suffix_head
-        buffer += now.encode()
-        buffer += b'"}\n'
+        if now is not self._suffix_of:  # the line's end, built once per time stamp
+            self._suffix_of = now
+            self._suffix = self.suffix_head + now.encode() + b'"}\n'
+        buffer += self._suffix
         self.writer.record_appended()  # type: ignore[union-attr]
 
 
