@@ -21,8 +21,11 @@ This module does the same work once per stream where it can and per record where
 
 SDK internals this relies on (all checked against singer-sdk 0.54.9; tests/test_fastpath.py
 compares the output with the SDK's own path and fails if a new SDK changes it):
-`Stream._write_record_message` (overridden in `FastRecordsMixin`, the one override),
-`Stream._tap` / `Stream._stream_version` (read in `sdk_internals`), and the helper
+`Stream._write_record_message`, `Stream._process_record` and
+`Stream._increment_stream_state` (overridden in `FastRecordsMixin`, each in one method
+with its own note; the last two fall back to the SDK's outside their common case),
+`Stream._tap` / `Stream._stream_version` (read in `sdk_internals`),
+`StreamStateManager._is_sorted` / `._check_sorted` (read in `fast_increment_state`), the helper
 functions of `singer_sdk.helpers._typing` / `_catalog` (called, never patched).
 """
 
@@ -587,7 +590,7 @@ class FastRecordsMixin:
 
     # singer-sdk 0.54.9: `_write_record_message(record)` is the SDK's private per-record
     # writer (called by `_sync_records` for each selected record, before the state
-    # increment). This is the tap's only override of an SDK private member.
+    # increment). One of the mixin's three overrides of SDK private members.
     def _write_record_message(self, record: dict) -> None:
         fast = fast_path_for(self)
         if fast is None:
