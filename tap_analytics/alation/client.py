@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import typing as t
 from http import HTTPStatus
 from urllib.parse import urlparse
@@ -518,12 +519,14 @@ class AlationStream(AnalyticsStream):
                 self._run["last_key"] = self._key_of(payload[-1])
             if page_skip == self._run["start_skip"]:
                 payload = self._overlap(payload)
+        elapsed = max(time.monotonic() - self.__dict__.get("_started", time.monotonic()), 1e-6)
         self.logger.info(
-            "Alation stream '%s': page %d done (%d records, %d so far)",
+            "Alation stream '%s': page %d done (%d records, %d so far, %.0f records/s)",
             self.name,
             self.pages_done,
             self.last_page_count,
             self.records_seen,
+            self.records_seen / elapsed,
         )
         return payload
 
@@ -597,6 +600,7 @@ class AlationStream(AnalyticsStream):
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         self.pages_done = 0
         self.records_seen = 0
+        self.__dict__["_started"] = time.monotonic()
         self.__dict__.pop("_skip_at", None)
         self.__dict__.pop("_pp_plan", None)
         if not self.resumable:
