@@ -29,3 +29,22 @@ def fresh_sandbox() -> t.Callable[..., Sandbox]:
     yield make
     for sb in started:
         sb.stop()
+
+
+# -- end-to-end (Meltano) fixtures, shared by tests/test_e2e_*.py ------------------------
+
+
+@pytest.fixture(scope="session")
+def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> t.Any:
+    """One temporary Meltano project with the plugins installed, for every e2e module."""
+    from e2e_support import make_meltano_project  # only e2e runs need it
+
+    return make_meltano_project(tmp_path_factory.mktemp("meltano"))
+
+
+@pytest.fixture(scope="session")
+def expected() -> t.Any:
+    """What a direct run of the tap emits against a private sandbox (read-only)."""
+    from e2e_support import expected_sync
+
+    return expected_sync()

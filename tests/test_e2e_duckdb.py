@@ -18,8 +18,6 @@ from e2e_support import (
     Expected,
     MeltanoProject,
     check_warehouse,
-    expected_sync,
-    make_meltano_project,
     sandbox_env,
 )
 from e2e_support import available_services as services
@@ -28,16 +26,6 @@ pytestmark = pytest.mark.e2e
 
 SCHEMA = "analytics"
 STATE_ID = "sandbox:tap-analytics-to-target-duckdb"
-
-
-@pytest.fixture(scope="session")
-def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> MeltanoProject:
-    return make_meltano_project(tmp_path_factory.mktemp("meltano"))
-
-
-@pytest.fixture(scope="module")
-def expected() -> Expected:
-    return expected_sync()
 
 
 def _counts(db: Path) -> dict[str, int]:

@@ -14,8 +14,6 @@ from e2e_support import (
     MeltanoProject,
     Postgres,
     check_warehouse,
-    expected_sync,
-    make_meltano_project,
     sandbox_env,
     start_postgres,
 )
@@ -25,16 +23,6 @@ pytestmark = pytest.mark.e2e
 
 SCHEMA = "analytics"
 STATE_ID = "sandbox:tap-analytics-to-target-postgres"
-
-
-@pytest.fixture(scope="session")
-def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> MeltanoProject:
-    return make_meltano_project(tmp_path_factory.mktemp("meltano"))
-
-
-@pytest.fixture(scope="module")
-def expected() -> Expected:
-    return expected_sync()
 
 
 @pytest.fixture(scope="module")
