@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import typing as t
 
@@ -287,3 +288,29 @@ def test_a_broken_state_bookmark_is_one_clear_error() -> None:
     state = bookmark("alation_queries", "ts_last_saved", "last tuesday")
     with pytest.raises(TapAnalyticsError, match=r"alation_queries.*STATE bookmark.*not a"):
         request_of(make_tap(state), "alation_queries")
+
+
+@pytest.mark.parametrize("value", [
+    "2024-02-30T00:00:00.000000Z",
+    "2023-02-29 00:00:00.000000+00:00",
+    "2024-13-01T00:00:00.000000Z",
+    "2024-01-01T24:00:00.000000Z",
+    "0000-01-01T00:00:00.000000Z",
+])
+def test_the_timestamp_fast_path_never_lets_an_impossible_date_through(value: str) -> None:
+    from tap_analytics.alation.client import normalize_ts
+
+    with pytest.raises(ValueError):
+        normalize_ts(value)
+
+
+@given(st.datetimes(min_value=dt.datetime(1000, 1, 1), max_value=dt.datetime(9999, 12, 31)),
+       st.sampled_from(["T", " "]), st.sampled_from(["Z", "+00:00"]))
+def test_the_timestamp_fast_path_equals_normalize(
+    moment: dt.datetime, sep: str, suffix: str
+) -> None:
+    from tap_analytics.alation.client import normalize_ts
+    from tap_analytics.common.timeutil import normalize
+
+    text = moment.strftime(f"%Y-%m-%d{sep}%H:%M:%S.%f") + suffix
+    assert normalize_ts(text) == normalize(text)

@@ -51,8 +51,12 @@ RESUME_KEY = "resume"
 # The two styles Alation sends, already in UTC: a fast path before the general parser.
 # (ASCII digits only: `\d` would also match other scripts' digits, which normalize()
 # converts.) Both are 27 or 32 characters: "YYYY-MM-DD[T ]HH:MM:SS.ffffff(Z|+00:00)".
-_FAST_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}"
-                      r"(?:Z|\+00:00)")
+# Only values that are certainly valid take it (days 01-28, months 01-12, ...): days
+# 29-31 and anything odd go to normalize(), which rejects an impossible date.
+_FAST_TS = re.compile(
+    r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(?:Z|\+00:00)"
+)
 _fast_ts_match = _FAST_TS.fullmatch
 
 
