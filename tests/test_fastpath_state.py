@@ -19,8 +19,8 @@ from singer_sdk.io_base import SingerWriter
 from test_fastpath import comparable, make_tap, run_binary, sdk_conform
 
 from tap_analytics.alation.client import (
+    TsPaths,
     compile_normalizer,
-    normalize_at_paths,
     normalize_ts,
     timestamp_paths,
 )
@@ -220,6 +220,28 @@ def _event(stamp: t.Any) -> dict:
     return {"id": 1, "ts_executed": stamp, "datasource": {"id": 1},
             "result": {"ts_created": stamp, "ts_expiration": None,
                        "data_schema": [{"name": "x"}], "query": {"id": 2}}}
+
+
+def normalize_at_paths(node: t.Any, paths: TsPaths) -> None:
+    """The reference: a plain recursive walk (what the compiled normaliser must equal)."""
+    if isinstance(node, list):
+        for item in node:
+            normalize_at_paths(item, paths)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, sub in paths.items():
+        value = node.get(key)
+        if value is None:
+            continue
+        if sub is True:
+            if isinstance(value, str):
+                try:
+                    node[key] = normalize_ts(value)
+                except ValueError as exc:
+                    raise ValueError(f"field '{key}': {exc}") from None
+        else:
+            normalize_at_paths(value, sub)
 
 
 @pytest.mark.parametrize("stamp", [*STAMPS, None, 17, ""])

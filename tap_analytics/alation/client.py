@@ -96,31 +96,9 @@ def _types(prop: dict) -> list[str]:
     return [type_] if isinstance(type_, str) else list(type_)
 
 
-def normalize_at_paths(node: t.Any, paths: TsPaths) -> None:
-    """Normalise, in place, the timestamp fields named by `paths` (see timestamp_paths)."""
-    if isinstance(node, list):
-        for item in node:
-            normalize_at_paths(item, paths)
-        return
-    if not isinstance(node, dict):
-        return
-    for key, sub in paths.items():
-        value = node.get(key)
-        if value is None:
-            continue
-        if sub is True:
-            if isinstance(value, str):
-                try:
-                    node[key] = normalize_ts(value)
-                except ValueError as exc:
-                    raise ValueError(f"field '{key}': {exc}") from None
-        else:
-            normalize_at_paths(value, sub)
-
-
 def compile_normalizer(paths: TsPaths) -> t.Callable[[t.Any], None]:
-    """normalize_at_paths(node, paths) as one function per schema level (same order,
-    same errors), compiled once per stream: the per-record path."""
+    """Normalise, in place, the timestamp fields named by `paths` (see timestamp_paths),
+    as one function per schema level, compiled once per stream: the per-record path."""
     steps = [(key, None if sub is True else compile_normalizer(sub))
              for key, sub in paths.items()]
 
