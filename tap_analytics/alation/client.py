@@ -28,6 +28,7 @@ from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 from singer_sdk.streams.rest import HTTPRequest, PageContext
 
 from tap_analytics.common.errors import TapAnalyticsError, one_line, redact
+from tap_analytics.common.fastsync import PartialPage
 from tap_analytics.common.http import AnalyticsStream, body_detail
 from tap_analytics.common.timeutil import normalize
 
@@ -70,7 +71,6 @@ def normalize_ts(value: str) -> str | None:
 
 
 TsPaths = dict[str, t.Any]
-_UNSET = object()
 
 
 def timestamp_paths(schema: dict) -> TsPaths:
@@ -133,6 +133,51 @@ def compile_normalizer(paths: TsPaths) -> t.Callable[[t.Any], None]:
     return normalize_node
 
 
+def _dicts_in(values: list) -> list[dict]:
+    """The dicts among `values`, lists walked (as compile_normalizer's node walk does)."""
+    out: list[dict] = []
+    for value in values:
+        if value.__class__ is dict:
+            out.append(value)
+        elif isinstance(value, list):
+            out.extend(_dicts_in(value))
+        elif isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+def compile_page_normalizer(paths: TsPaths) -> t.Callable[[list], None]:
+    """compile_normalizer for a whole page: `normalize_page(rows)` does, in place, what
+    `normalize_node(row)` does for each row, one field at a time over all rows (nested
+    objects: over all of them at once). It raises ValueError on a bad value, maybe after
+    normalising other rows: a caller then runs the per-row normaliser from the start
+    (normalising a normalised value gives it back unchanged) to find the bad row."""
+    steps = [(key, None if sub is True else compile_page_normalizer(sub))
+             for key, sub in paths.items()]
+    fast_match = _fast_ts_match
+
+    def normalize_page(rows: list) -> None:
+        if not all(row.__class__ is dict for row in rows):
+            rows = _dicts_in(rows)
+        for key, sub in steps:
+            if sub is not None:
+                nested = [value for row in rows if (value := row.get(key)) is not None]
+                if nested:
+                    sub(nested)
+                continue
+            for row in rows:
+                value = row.get(key)
+                if value is None:
+                    continue
+                if value.__class__ is str and fast_match(value) is not None:
+                    if len(value) != 32 or value[10] != "T":
+                        row[key] = value[:10] + "T" + value[11:26] + "+00:00"
+                elif isinstance(value, str):
+                    row[key] = normalize_ts(value)
+
+    return normalize_page
+
+
 def normalize_timestamps(node: t.Any) -> t.Any:
     """Normalise every timestamp field of a record, in place, at any depth."""
     if isinstance(node, dict):
@@ -179,6 +224,9 @@ class AlationStream(AnalyticsStream):
     bookmark_operator = "gte"
     #: Statuses this stream tolerates (handled by the stream, e.g. a 404 warning).
     tolerated_statuses: frozenset[int] = frozenset()
+    #: Records are parsed JSON (decode_json), timestamps normalised to strings: only
+    #: JSON types (for the fast path's page check, common/fastpath.py).
+    records_are_json = True
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -483,7 +531,7 @@ class AlationStream(AnalyticsStream):
                 f"{one_line(response.text, 80)!r})",
             ) from None
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
+    def parse_response(self, response: requests.Response) -> list[dict]:
         payload = self.decode_json(response)
         if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
             raise TapAnalyticsError(
@@ -519,46 +567,68 @@ class AlationStream(AnalyticsStream):
             paths = self.__dict__["_ts_paths"] = timestamp_paths(self.schema)
         return paths
 
-    def _post_process_plan(self) -> tuple[t.Callable[[t.Any], None], str | None, bool]:
-        """(the compiled timestamp normaliser, the replication key, whether it is a
-        timestamp): looked up once per sync of the stream (reset in get_records), not
-        per record."""
+    def _post_process_plan(self) -> tuple[t.Callable[[t.Any], None],
+                                          t.Callable[[list], None], str | None, bool]:
+        """(the compiled timestamp normaliser for a row and for a page, the replication
+        key, whether it is a timestamp): looked up once per sync of the stream (reset in
+        get_record_pages), not per record."""
         plan = self.__dict__.get("_pp_plan")
         if plan is None:
             key = self.replication_key or None
-            plan = (compile_normalizer(self.ts_paths), key,
-                    bool(key and self.is_timestamp_replication_key))
+            plan = (compile_normalizer(self.ts_paths), compile_page_normalizer(self.ts_paths),
+                    key, bool(key and self.is_timestamp_replication_key))
             self.__dict__["_pp_plan"] = plan
         return plan
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        normalize_row, key, timestamp_key = self._post_process_plan()
         try:
-            normalize_row(row)
-        except ValueError as exc:
-            raise TapAnalyticsError(
-                f"Alation stream '{self.name}'",
-                f"{exc} (in a record from {urlparse(self.url_base).path}{self.path or ''})",
-            ) from None
-        if timestamp_key:
-            mark = self.__dict__.get("_skip_at", _UNSET)
-            if mark is _UNSET:  # first record of the run: work out the mark
-                if self.skip_if_at_bookmark(row, context) is None:
-                    return None
-            elif mark is not None and row.get(key) == mark:
-                return None  # as skip_if_at_bookmark, with the mark already known
-        run = self._run
-        if run is not None and key:
-            # The highest value emitted so far (for the resume marker): records come
-            # unsorted, normalised timestamps compare as strings, ids as integers.
-            value = row.get(key)
-            top = run["max_value"]
-            if value is not None and (top is None or value > top):
-                run["max_value"] = value
-        return row
+            page = self.post_process_page([row], context)
+        except PartialPage as partial:
+            raise partial.error from None
+        return page[0] if page else None
 
-    def skip_if_at_bookmark(self, row: dict, context: Context | None) -> dict | None:
-        """Drop a record whose replication value equals the STATE bookmark.
+    def post_process_page(self, rows: list[dict], context: Context | None = None
+                          ) -> list[dict]:
+        """`post_process` of each row of a page, at once: timestamps normalised, the rows
+        sitting on the STATE bookmark dropped, the resume marker's highest value kept. A
+        bad row raises PartialPage with the rows before it (emitted first)."""
+        normalize_row, normalize_page, key, timestamp_key = self._post_process_plan()
+        try:
+            normalize_page(rows)
+        except ValueError:
+            good = []
+            for row in rows:  # again row by row, to find the bad one
+                try:
+                    normalize_row(row)
+                except ValueError as exc:
+                    raise PartialPage(self._kept(good, key, timestamp_key, context),
+                                      TapAnalyticsError(
+                        f"Alation stream '{self.name}'",
+                        f"{exc} (in a record from "
+                        f"{urlparse(self.url_base).path}{self.path or ''})",
+                    )) from None
+                good.append(row)
+        return self._kept(rows, key, timestamp_key, context)
+
+    def _kept(self, rows: list[dict], key: str | None, timestamp_key: bool,
+              context: Context | None) -> list[dict]:
+        """The rows to emit (not on the STATE bookmark); the highest replication value
+        emitted so far goes to the resume marker's bookkeeping."""
+        mark = self.bookmark_mark(context) if timestamp_key and rows else None
+        kept = rows if mark is None else [row for row in rows if row.get(key) != mark]
+        run = self._run
+        if run is not None and key and kept:
+            # Records come unsorted: normalised timestamps compare as strings, ids as ints.
+            values = [value for row in kept if (value := row.get(key)) is not None]
+            top = run["max_value"]
+            if values:
+                high = max(values)
+                run["max_value"] = high if top is None or high > top else top
+        return kept
+
+    def bookmark_mark(self, context: Context | None) -> str | None:
+        """The replication value of records to drop: the STATE bookmark, when this run
+        filters on it (worked out once per sync of the stream, at its first page).
 
         The server filter is `__gte`, so it sends the records sitting exactly on the
         bookmark again. The bookmark is the highest value of a run that completed: every
@@ -574,23 +644,56 @@ class AlationStream(AnalyticsStream):
             mark = normalize(raw) if raw is not None else None
             # The start this run filters on (a resumed run: the interrupted run's).
             self.__dict__["_skip_at"] = mark if mark == self.filter_bounds(context)[0] else None
-        mark = self.__dict__["_skip_at"]
-        if mark is not None and row.get(self.replication_key) == mark:
-            return None
-        return row
+        return self.__dict__["_skip_at"]
 
-    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+    def request_pages(self, context: Context | None) -> t.Iterator[list[dict]]:
+        """The SDK's `RESTStream.request_records` (singer-sdk 0.54.9), one list of
+        records per response instead of one record at a time: the same paginator calls,
+        request counter, sync costs and stop on an empty page. Only the private
+        `_prepare_request` of the SDK is called (this stream has no `prepare_request`)."""
+        paginator = self.get_new_paginator()
+        decorated_request = self.request_decorator(self._request)
+        pages = 0
+        with self.get_http_request_counter() as request_counter:
+            request_counter.with_context(context)
+            while not paginator.finished:
+                prepared_request = self._prepare_request(context=context, page=paginator)
+                resp = decorated_request(prepared_request, context)
+                request_counter.increment()
+                self.update_sync_costs(prepared_request, resp, context)
+                records = self.parse_response(resp)
+                if not isinstance(records, list):
+                    records = list(records)
+                if not records:
+                    if paginator.continue_if_empty(resp):
+                        paginator.advance(resp)
+                        continue
+                    self.log("Pagination stopped after %d pages because no records were "
+                             "found in the last response", pages)
+                    break
+                yield records
+                pages += 1
+                paginator.advance(resp)
+
+    def request_records(self, context: Context | None) -> t.Iterable[dict]:
+        for page in self.request_pages(context):
+            yield from page
+
+    def get_record_pages(self, context: Context | None) -> t.Iterator[list[dict]]:
+        """The records of this stream, a page (one response) at a time, with the resume
+        bookkeeping around them. `get_records` is this, flattened; the tap's page loop
+        (common/fastsync.py) syncs the pages whole."""
         self.pages_done = 0
         self.records_seen = 0
         self.__dict__["_started"] = time.monotonic()
         self.__dict__.pop("_skip_at", None)
         self.__dict__.pop("_pp_plan", None)
         if not self.resumable:
-            yield from super().get_records(context)
+            yield from self.request_pages(context)
         else:
             self.begin_run(context)
             try:
-                yield from super().get_records(context)
+                yield from self.request_pages(context)
             except BaseException:
                 self._run = None  # the marker of the last checkpoint stays in STATE
                 raise
@@ -601,3 +704,7 @@ class AlationStream(AnalyticsStream):
             self.pages_done,
             self.records_seen,
         )
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        for page in self.get_record_pages(context):
+            yield from page

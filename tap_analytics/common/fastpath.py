@@ -45,6 +45,8 @@ from singer_sdk.singerlib.encoding.base import GenericSingerWriter
 from singer_sdk.singerlib.encoding.simple import RecordMessage
 from singer_sdk.singerlib.json import serialize_json
 
+from tap_analytics.common.fastsync import fast_increment_state, page_loop_applies, sync_pages
+
 if t.TYPE_CHECKING:
     from singer_sdk.singerlib.encoding.simple import Message
 
@@ -57,6 +59,9 @@ DEFAULT_MAX_BUFFER_BYTES = 8 * 1024 * 1024
 #: Value types the SDK's primitive conformer returns unchanged (bool is an int subclass,
 #: but type() is exact, so list it too).
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+#: List item types the SDK's primitive conformer returns unchanged whatever the item
+#: schema (other than an exclusive boolean): floats are not (NaN and ±inf become None).
+_LIST_PLAIN = frozenset({str, int, bool, type(None)})
 #: Marks a property of exclusive boolean type in a compiled conformer.
 _BOOL = object()
 
@@ -224,9 +229,46 @@ def compile_conformer(
         return {key: changed.get(key, value) if key in changed else value
                 for key, value in record.items()}
 
+    def page_ok(rows: list[dict], json_values: bool = False) -> bool:
+        """True when `conform(row)` is `row` (nothing changed, nothing unmapped) for every
+        row of `rows` (dicts): checked a property at a time over all rows, most of it in
+        C. False means: conform the rows one by one. `json_values=True`: every value is
+        known to come from a JSON parser (str, int, float, bool, None, list, dict), which
+        the plain-type check accepts when floats are left as they are (floats_as_is), so
+        it is skipped then."""
+        if not keep_unknown and not all(map(issuperset_known, rows)):
+            return False  # an unknown key: dropped (and reported) row by row
+        if not (json_values and floats_as_is) and not all(
+                [issuperset_allowed(map(type, row.values())) for row in rows]):
+            return False
+        for key, spec, sub, _items in special:
+            values = [value for row in rows if (value := row.get(key)) is not None]
+            if not values:
+                continue
+            if spec is boolean:
+                if not all([value.__class__ is bool for value in values]):
+                    return False
+            elif sub is not None:  # a nested object
+                if not (all([value.__class__ is dict for value in values])
+                        and sub.page_ok(values, json_values)):
+                    return False
+            else:
+                kind, item_sub = getattr(spec, "page_items", (None, None))
+                if kind is None or not all([value.__class__ is list for value in values]):
+                    return False
+                items = [item for value in values for item in value]
+                if kind == "objects":
+                    if not (all([item.__class__ is dict for item in items])
+                            and item_sub.page_ok(items, json_values)):
+                        return False
+                elif not all([item.__class__ in _LIST_PLAIN for item in items]):
+                    return False
+        return True
+
     conform.leaf = not special  # type: ignore[attr-defined]
     conform.known_check = issuperset_known  # type: ignore[attr-defined]
     conform.allowed_check = issuperset_allowed  # type: ignore[attr-defined]
+    conform.page_ok = page_ok  # type: ignore[attr-defined]
     return conform
 
 
@@ -279,6 +321,12 @@ def _compile_property(name: str, prop_schema: dict, parent: str | None, typing_:
             return sub(value, unmapped)
         return primitive(value, prop_schema)
 
+    if uniform_list and sub is None:
+        # what a page check may conclude for a list value (see page_ok)
+        if item_is_object and item_sub is not None:
+            conform_value.page_items = ("objects", item_sub)  # type: ignore[attr-defined]
+        elif not item_is_object and not typing_._is_exclusive_boolean_type(item_schema or {}):
+            conform_value.page_items = ("plain", None)  # type: ignore[attr-defined]
     if uniform_list and item_is_object and item_sub is not None and item_sub.leaf:
         # A list of objects whose properties are all plain: an item passing its
         # object's C-level check comes back as is, and so does a list of such items.
@@ -401,6 +449,10 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
 # --------------------------------------------------------------------------------------
 # The per-stream fast path
 # --------------------------------------------------------------------------------------
+def _unchanged(record: dict, unmapped: list) -> dict:
+    return record
+
+
 class RecordFastPath:
     """Per stream: the compiled conformer, the line prefix, the selection decision."""
 
@@ -414,6 +466,9 @@ class RecordFastPath:
         self.encoder = self.writer.encoder if self.writer else make_encoder()
         # NaN/±inf floats stay floats: msgspec writes them as null, as the SDK's path does
         self.conform = compile_conformer(schema, floats_as_is=True)
+        #: The stream's records come straight from a JSON parser (plus what its own
+        #: post_process puts in, JSON types too): a page check may skip the type check.
+        self.json_values = bool(getattr(stream, "records_are_json", False))
         self.mask = mask
         #: Skip `pop_deselected_record_properties` when everything is selected (the mask
         #: resolves every missing breadcrumb to its parent's value, so all-True is all).
@@ -481,6 +536,52 @@ class RecordFastPath:
         buffer += self._suffix
         self.writer.record_appended()  # type: ignore[union-attr]
 
+    def write_many(self, records: list[dict],
+                   fallback_write: t.Callable[[dict, str], None]) -> None:
+        """`write(record)` for each record, in one loop (a page from `sync_pages`)."""
+        conform = self.conform
+        if not self.all_selected:
+            for record in records:
+                pop_deselected_record_properties(record, self.full_schema, self.mask)
+        now = self._time_extracted()
+        writer = self.writer
+        buffer = writer.record_buffer() if writer is not None else None
+        if buffer is None:
+            for record in records:
+                unmapped: list[str] = []
+                out = conform(record, unmapped)
+                if unmapped:
+                    self._warn_unmapped(unmapped)
+                fallback_write(out, now)
+            return
+        assert writer is not None
+        if self.conform.page_ok(records, self.json_values):  # type: ignore[attr-defined]
+            conform = _unchanged  # the common case: no record needs a change
+        if now is not self._suffix_of:
+            self._suffix_of = now
+            self._suffix = self.suffix_head + now.encode() + b'"}\n'
+        prefix, suffix = self.prefix, self._suffix
+        encode_into = self.encoder.encode_into
+        limit = writer.max_buffer_bytes
+        unmapped = []
+        for record in records:
+            out = conform(record, unmapped)
+            if unmapped:
+                self._warn_unmapped(unmapped)
+                unmapped = []
+            buffer += prefix
+            mark = len(buffer)
+            try:
+                encode_into(out, buffer, -1)
+            except UnicodeEncodeError:  # a lone surrogate: the SDK's encoder escapes it
+                del buffer[mark:]
+                buffer += serialize_json(out).encode("ascii")
+            buffer += suffix
+            if len(buffer) >= limit:
+                writer.flush()
+                buffer = writer.record_buffer()
+                assert buffer is not None
+
 
 def sdk_internals(stream: t.Any) -> tuple[t.Any, int | None]:
     """(the stream's tap, the RECORD `version`) of a singer-sdk stream.
@@ -533,51 +634,6 @@ def _childless(stream: t.Any) -> bool:
     return cached
 
 
-_PROGRESS_MARKERS = "progress_markers"
-_JSON_KEY_TYPES = frozenset({str, int, float})
-
-
-def fast_increment_state(stream: t.Any, record: dict, context: t.Any) -> bool:
-    """The SDK's per-record bookmark increment (singer-sdk 0.54.9,
-    `Stream._increment_stream_state` -> `helpers._state.increment_state`) for the common
-    case; False (nothing done) for any other case, which the caller hands to the SDK.
-
-    The common case: INCREMENTAL replication with a replication key, an unsorted stream
-    (so the SDK keeps the value in the state's `progress_markers`), the progress markers
-    already created by an earlier record (the SDK logs a warning when it creates them),
-    and old and new values of plain JSON types (which `to_json_compatible` returns
-    unchanged). Then, as the SDK: the new value is stored when there is no old one, when
-    `check_sorted` is off, or when it is >= the old one.
-    """
-    cache = stream.__dict__.get("_fast_state_cache")
-    if cache is None:
-        from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
-
-        manager = stream.state_manager
-        usable = (
-            stream.replication_method == REPLICATION_INCREMENTAL
-            and bool(stream.replication_key)
-            and not (manager._is_sorted and manager.state_partitioning_keys is None)
-        )
-        cache = (usable, stream.replication_key, bool(manager._check_sorted), manager)
-        stream.__dict__["_fast_state_cache"] = cache
-    usable, key, check_sorted, manager = cache
-    if not usable or not record:
-        return False
-    progress = manager.get_context_state(context).get(_PROGRESS_MARKERS)
-    if progress is None:
-        return False
-    new = record.get(key)
-    old = progress.get("replication_key_value")
-    if new.__class__ not in _JSON_KEY_TYPES or (
-            old is not None and old.__class__ not in _JSON_KEY_TYPES):
-        return False  # None (the SDK warns), a missing key, datetimes, ...: the SDK's
-    if old is None or not check_sorted or new >= old:
-        progress["replication_key"] = key
-        progress["replication_key_value"] = new
-    return True
-
-
 class FastRecordsMixin:
     """Mix into a singer-sdk Stream (before the SDK class) for the fast per-record path.
 
@@ -587,6 +643,17 @@ class FastRecordsMixin:
     """
 
     fast_path_enabled: bool = True
+
+    # singer-sdk 0.54.9: `_sync_records(context, write_messages=)` is the SDK's private
+    # per-record sync loop (called by `Stream.sync`). A stream that hands over whole pages
+    # (`get_record_pages`) is synced a page at a time by `fastsync.sync_pages`, which
+    # writes what the SDK's loop writes; every other case is the SDK's loop.
+    def _sync_records(self, context: t.Any = None, *,
+                      write_messages: bool = True) -> t.Iterator[dict]:
+        if page_loop_applies(self, context, write_messages):
+            return sync_pages(self)
+        return super()._sync_records(  # type: ignore[misc]
+            context, write_messages=write_messages)
 
     # singer-sdk 0.54.9: `_write_record_message(record)` is the SDK's private per-record
     # writer (called by `_sync_records` for each selected record, before the state
