@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
              f"tap/stock = {r1['ratio_tap_vs_stock_cpu']:.2f}x")
         pr = r1["per_record_us"]
         _log(f"    per-record path alone (CPU µs/record): SDK {pr['sdk']:.1f}, "
-             f"tap {pr['tap']:.1f} ({pr['sdk'] / pr['tap']:.1f}x less)")
+             f"tap {pr['tap']:.1f} ({pr['sdk'] / pr['tap']:.1f}x less), "
+             f"tap page path {pr['tap_page']:.1f}")
         all_ok = all(x["ok"] for x in v.values())
         goals.append(("1  every variant emitted all records, exit 0",
                       f"{n:,} each", all_ok))

@@ -51,7 +51,8 @@ def _stock_config(tmp: Path, url: str) -> Path:
 
 def per_record_path(records: list[dict], repeat: int = 3) -> dict[str, float]:
     """(d) µs per record of the per-record path alone: SDK (pop + conform + simplejson
-    + flush per message) vs the tap's (compiled conform + msgspec into the buffer)."""
+    + flush per message) vs the tap's (compiled conform + msgspec into the buffer), and
+    the tap's page path (`RecordFastPath.write_many`, pages of PAGE_SIZE records)."""
     import contextlib
 
     from singer_sdk import Stream, Tap
@@ -59,7 +60,11 @@ def per_record_path(records: list[dict], repeat: int = 3) -> dict[str, float]:
     from singer_sdk.io_base import SingerWriter
 
     from tap_analytics.alation.schemas import EXECUTION_EVENTS
-    from tap_analytics.common.fastpath import FastRecordsMixin, FastSingerWriter
+    from tap_analytics.common.fastpath import (
+        FastRecordsMixin,
+        FastSingerWriter,
+        fast_path_for,
+    )
 
     class Events(Stream):
         name = STREAM
@@ -70,7 +75,7 @@ def per_record_path(records: list[dict], repeat: int = 3) -> dict[str, float]:
             return iter(())
 
     class FastEvents(FastRecordsMixin, Events):
-        pass
+        records_are_json = True  # as the Alation streams: JSON-born records
 
     def make(stream_cls: type, writer: type) -> Stream:
         class _Tap(Tap):
@@ -83,10 +88,11 @@ def per_record_path(records: list[dict], repeat: int = 3) -> dict[str, float]:
 
         return _Tap(config={}, parse_env_config=False).streams[STREAM]
 
-    results: dict[str, list[float]] = {"sdk": [], "tap": []}
+    results: dict[str, list[float]] = {"sdk": [], "tap": [], "tap_page": []}
     for _ in range(repeat):
         for label, stream_cls, writer in (("sdk", Events, SingerWriter),
-                                          ("tap", FastEvents, FastSingerWriter)):
+                                          ("tap", FastEvents, FastSingerWriter),
+                                          ("tap_page", FastEvents, FastSingerWriter)):
             stream = make(stream_cls, writer)
             batch = copy.deepcopy(records)
             writer = stream._tap.message_writer
@@ -94,8 +100,14 @@ def per_record_path(records: list[dict], repeat: int = 3) -> dict[str, float]:
             with open("/dev/null", "w", encoding="utf-8") as devnull, \
                     contextlib.redirect_stdout(devnull):
                 start = time.process_time()
-                for record in batch:
-                    stream._write_record_message(record)
+                if label == "tap_page":  # what sync_pages does with a page of records
+                    fast = fast_path_for(stream)
+                    for at in range(0, len(batch), PAGE_SIZE):
+                        fast.write_many(batch[at:at + PAGE_SIZE],
+                                        stream._write_conformed_record)
+                else:
+                    for record in batch:
+                        stream._write_record_message(record)
                 if hasattr(writer, "flush"):
                     writer.flush()
                 elapsed = time.process_time() - start
