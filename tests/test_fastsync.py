@@ -23,7 +23,12 @@ from test_fastpath_state import EVENT_PATHS, LEAF_SCHEMA, STAMPS, _event
 
 from tap_analytics.alation.client import compile_normalizer, compile_page_normalizer
 from tap_analytics.alation.schemas import EXECUTION_EVENTS
-from tap_analytics.common.fastpath import FastRecordsMixin, FastSingerWriter, compile_conformer
+from tap_analytics.common.fastpath import (
+    FastRecordsMixin,
+    FastSingerWriter,
+    compile_conformer,
+    fast_path_for,
+)
 from tap_analytics.common.fastsync import PartialPage, page_loop_applies
 from tap_analytics.sandbox.alation import AlationService
 
@@ -280,3 +285,57 @@ def test_the_sdk_loop_runs_where_the_page_loop_does_not_apply() -> None:
 
     assert not page_loop_applies(make_tap(NoFastPath, FastSingerWriter).streams["paged"],
                                  None, True)
+
+
+# -- a signal handler writing a STATE while a RECORD line is half appended ---------------
+class _Interrupt:
+    """A value whose encoding (msgspec's enc_hook -> str()) does what the tap's SIGTERM
+    handler does: write a STATE (flushing the buffer), then exit."""
+
+    def __init__(self, writer: FastSingerWriter) -> None:
+        self.writer = writer
+
+    def __str__(self) -> str:
+        self.writer.write_line(b'{"type":"STATE","value":{"at":"signal"}}\n', final=True)
+        raise SystemExit(143)
+
+
+@pytest.mark.parametrize("how", ["page", "record"])
+def test_a_state_written_mid_record_drops_the_unfinished_line(how: str) -> None:
+    tap = make_tap(_paged_stream(IDS, "id", 4, fast=True), FastSingerWriter)
+    stream = tap.streams["paged"]
+    writer = tap.message_writer
+    assert isinstance(writer, FastSingerWriter)
+    fast = fast_path_for(stream)
+    assert fast is not None
+    rows = [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": _Interrupt(writer)},
+            {"id": 4, "v": "d"}]
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        if how == "page":
+            fast.write_many(rows, stream._write_conformed_record)
+        else:
+            for row in rows:
+                fast.write(row, stream._write_conformed_record)
+    out.flush()
+    lines = raw.getvalue().decode().splitlines()
+    messages = [json.loads(line) for line in lines]  # every line is whole JSON
+    assert [m["type"] for m in messages] == ["RECORD", "RECORD", "STATE"]
+    assert [m["record"]["id"] for m in messages[:2]] == [1, 2]
+
+
+def test_complete_lines_are_not_dropped_by_a_later_flush() -> None:
+    tap = make_tap(_paged_stream(IDS, "id", 4, fast=True), FastSingerWriter)
+    stream = tap.streams["paged"]
+    writer = tap.message_writer
+    fast = fast_path_for(stream)
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")
+    with contextlib.redirect_stdout(out):
+        fast.write_many([{"id": 1}, {"id": 2}], stream._write_conformed_record)
+        assert writer.open_from is None
+        writer.write_line(b'{"type":"STATE","value":{}}\n', final=True)
+    out.flush()
+    kinds = [json.loads(line)["type"] for line in raw.getvalue().decode().splitlines()]
+    assert kinds == ["RECORD", "RECORD", "STATE"]

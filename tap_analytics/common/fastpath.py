@@ -369,6 +369,8 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
         self.encoder = make_encoder()
         self._buffer = bytearray()
         self._target: t.Any = None  # the binary stream the buffer is meant for
+        #: Where an unfinished RECORD line starts in the buffer (see record_buffer)
+        self.open_from: int | None = None
         self._writing = False
 
     # -- encoding --------------------------------------------------------------------
@@ -396,6 +398,7 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
 
     def write_line(self, line: bytes | bytearray, *, final: bool = False) -> None:
         """Append one complete line; `final=True` writes the buffer out now."""
+        self._drop_unfinished_line()
         target = self._binary_stdout()
         if target is None:  # text-only stdout: no buffering, no bytes
             self.flush()
@@ -409,22 +412,36 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
             self.flush()
 
     def record_buffer(self) -> bytearray | None:
-        """The byte buffer a caller may append complete RECORD lines to (then call
-        `record_appended()`), or None when stdout takes text only."""
+        """The byte buffer a caller appends RECORD lines to, or None when stdout takes
+        text only. Until `record_appended()`, what is appended after `open_from` (set
+        here to the buffer's end; a caller appending several lines moves it to the end
+        of each complete line) is an unfinished line: a STATE or a flush coming in
+        before then can only come from a signal handler (SIGTERM mid-record), and drops
+        it first, so no torn line is ever written. No STATE covers a dropped record yet:
+        the next run reads it again."""
         target = self._binary_stdout()
         if target is None:
             return None
         if target is not self._target:
             self.flush()
             self._target = target
+        self.open_from = len(self._buffer)
         return self._buffer
 
     def record_appended(self) -> None:
+        """The lines appended since `record_buffer()` are complete."""
+        self.open_from = None
         if len(self._buffer) >= self.max_buffer_bytes:
             self.flush()
 
+    def _drop_unfinished_line(self) -> None:
+        if self.open_from is not None:
+            del self._buffer[self.open_from:]
+            self.open_from = None
+
     def flush(self) -> None:
         """Write every buffered line and flush stdout."""
+        self._drop_unfinished_line()
         if self._writing or not self._buffer:
             # Re-entered from a signal handler while writing: the outer call writes it.
             return
@@ -577,10 +594,12 @@ class RecordFastPath:
                 del buffer[mark:]
                 buffer += serialize_json(out).encode("ascii")
             buffer += suffix
+            writer.open_from = len(buffer)  # the line is complete (see record_buffer)
             if len(buffer) >= limit:
-                writer.flush()
+                writer.record_appended()  # written out
                 buffer = writer.record_buffer()
                 assert buffer is not None
+        writer.record_appended()
 
 
 def sdk_internals(stream: t.Any) -> tuple[t.Any, int | None]:
