@@ -519,16 +519,25 @@ class RecordFastPath:
                 "schema. Ignoring.", key, self.stream_name,
             )
 
-    def conformed(self, record: dict) -> dict:
-        if not self.all_selected:
-            pop_deselected_record_properties(record, self.full_schema, self.mask)
-        unmapped: list[str] = []
-        out = self.conform(record, unmapped)
-        if unmapped:
-            self._warn_unmapped(unmapped)
-        return out
+    def _line_end(self, now: str) -> bytes:
+        """The end of a RECORD line (version, time_extracted), built once per time stamp."""
+        if now is not self._suffix_of:
+            self._suffix_of = now
+            self._suffix = self.suffix_head + now.encode() + b'"}\n'
+        return self._suffix
+
+    def _append_line(self, out: dict, buffer: bytearray, suffix: bytes) -> None:
+        buffer += self.prefix
+        mark = len(buffer)
+        try:
+            self.encoder.encode_into(out, buffer, -1)
+        except UnicodeEncodeError:  # a lone surrogate ("\ud83d"): UTF-8 cannot hold it
+            del buffer[mark:]
+            buffer += serialize_json(out).encode("ascii")  # the SDK's encoder: escaped
+        buffer += suffix
 
     def write(self, record: dict, fallback_write: t.Callable[[dict, str], None]) -> None:
+        """One record (the per-record path); see write_many."""
         if not self.all_selected:
             pop_deselected_record_properties(record, self.full_schema, self.mask)
         unmapped: list[str] = []
@@ -540,22 +549,14 @@ class RecordFastPath:
         if buffer is None:
             fallback_write(out, now)
             return
-        buffer += self.prefix
-        mark = len(buffer)
-        try:
-            self.encoder.encode_into(out, buffer, -1)
-        except UnicodeEncodeError:  # a lone surrogate ("\ud83d"): UTF-8 cannot hold it
-            del buffer[mark:]
-            buffer += serialize_json(out).encode("ascii")  # the SDK's encoder: escaped
-        if now is not self._suffix_of:  # the line's end, built once per time stamp
-            self._suffix_of = now
-            self._suffix = self.suffix_head + now.encode() + b'"}\n'
-        buffer += self._suffix
+        self._append_line(out, buffer, self._line_end(now))
         self.writer.record_appended()  # type: ignore[union-attr]
 
     def write_many(self, records: list[dict],
                    fallback_write: t.Callable[[dict, str], None]) -> None:
-        """`write(record)` for each record, in one loop (a page from `sync_pages`)."""
+        """Conform each record and append its RECORD line to the writer's buffer, in one
+        loop (a page from `sync_pages`, or one record); text-only stdout: `fallback_write`
+        (a RecordMessage) per record."""
         conform = self.conform
         if not self.all_selected:
             for record in records:
@@ -574,11 +575,8 @@ class RecordFastPath:
         assert writer is not None
         if self.conform.page_ok(records, self.json_values):  # type: ignore[attr-defined]
             conform = _unchanged  # the common case: no record needs a change
-        if now is not self._suffix_of:
-            self._suffix_of = now
-            self._suffix = self.suffix_head + now.encode() + b'"}\n'
-        prefix, suffix = self.prefix, self._suffix
-        encode_into = self.encoder.encode_into
+        suffix = self._line_end(now)
+        append_line = self._append_line
         limit = writer.max_buffer_bytes
         unmapped = []
         for record in records:
@@ -586,14 +584,7 @@ class RecordFastPath:
             if unmapped:
                 self._warn_unmapped(unmapped)
                 unmapped = []
-            buffer += prefix
-            mark = len(buffer)
-            try:
-                encode_into(out, buffer, -1)
-            except UnicodeEncodeError:  # a lone surrogate: the SDK's encoder escapes it
-                del buffer[mark:]
-                buffer += serialize_json(out).encode("ascii")
-            buffer += suffix
+            append_line(out, buffer, suffix)
             writer.open_from = len(buffer)  # the line is complete (see record_buffer)
             if len(buffer) >= limit:
                 writer.record_appended()  # written out
