@@ -20,7 +20,7 @@ from test_fastpath import comparable, make_tap, run_binary, sdk_conform
 
 from tap_analytics.alation.client import (
     TsPaths,
-    compile_normalizer,
+    compile_page_normalizer,
     normalize_ts,
     timestamp_paths,
 )
@@ -253,25 +253,25 @@ def test_compiled_normaliser_equals_normalize_at_paths(stamp: t.Any) -> None:
     except ValueError as exc:
         error = str(exc)
     if error is None:
-        compile_normalizer(EVENT_PATHS)(compiled)
+        compile_page_normalizer(EVENT_PATHS)([compiled])
         assert compiled == reference
         if isinstance(stamp, str) and stamp:
             assert compiled["ts_executed"].endswith("+00:00")
     else:
         with pytest.raises(ValueError) as caught:
-            compile_normalizer(EVENT_PATHS)(compiled)
+            compile_page_normalizer(EVENT_PATHS)([compiled])
         assert str(caught.value) == error
 
 
 def test_compiled_normaliser_names_the_bad_field() -> None:
     with pytest.raises(ValueError, match="field 'ts_created'"):
-        compile_normalizer(EVENT_PATHS)(
-            {"ts_executed": "2024-01-01T00:00:00Z", "result": {"ts_created": "soon"}})
+        compile_page_normalizer(EVENT_PATHS)(
+            [{"ts_executed": "2024-01-01T00:00:00Z", "result": {"ts_created": "soon"}}])
 
 
 def test_compiled_normaliser_walks_lists_and_ignores_other_values() -> None:
     paths = {"items": {"at": True}}
     node = {"items": [{"at": "2024-01-01 00:00:00.000000Z"}, "text", 3, {"at": None}]}
-    compile_normalizer(paths)(node)
+    compile_page_normalizer(paths)([node])
     assert node == {"items": [{"at": "2024-01-01T00:00:00.000000+00:00"}, "text", 3,
                               {"at": None}]}

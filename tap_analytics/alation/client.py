@@ -96,45 +96,8 @@ def _types(prop: dict) -> list[str]:
     return [type_] if isinstance(type_, str) else list(type_)
 
 
-def compile_normalizer(paths: TsPaths) -> t.Callable[[t.Any], None]:
-    """Normalise, in place, the timestamp fields named by `paths` (see timestamp_paths),
-    as one function per schema level, compiled once per stream: the per-record path."""
-    steps = [(key, None if sub is True else compile_normalizer(sub))
-             for key, sub in paths.items()]
-
-    fast_match = _fast_ts_match
-
-    def normalize_node(node: t.Any) -> None:
-        if node.__class__ is not dict:
-            if isinstance(node, list):
-                for item in node:
-                    normalize_node(item)
-                return
-            if not isinstance(node, dict):
-                return
-        get = node.get
-        for key, sub in steps:
-            value = get(key)
-            if value is None:
-                continue
-            if sub is None:
-                if value.__class__ is str and fast_match(value) is not None:
-                    # normalize_ts's fast path, inline (the per-record hot spot)
-                    if len(value) != 32 or value[10] != "T":
-                        node[key] = value[:10] + "T" + value[11:26] + "+00:00"
-                elif isinstance(value, str):
-                    try:
-                        node[key] = normalize_ts(value)
-                    except ValueError as exc:
-                        raise ValueError(f"field '{key}': {exc}") from None
-            else:
-                sub(value)
-
-    return normalize_node
-
-
 def _dicts_in(values: list) -> list[dict]:
-    """The dicts among `values`, lists walked (as compile_normalizer's node walk does)."""
+    """The dicts among `values`, lists walked (lists of objects, lists of lists)."""
     out: list[dict] = []
     for value in values:
         if value.__class__ is dict:
@@ -147,11 +110,12 @@ def _dicts_in(values: list) -> list[dict]:
 
 
 def compile_page_normalizer(paths: TsPaths) -> t.Callable[[list], None]:
-    """compile_normalizer for a whole page: `normalize_page(rows)` does, in place, what
-    `normalize_node(row)` does for each row, one field at a time over all rows (nested
-    objects: over all of them at once). It raises ValueError on a bad value, maybe after
-    normalising other rows: a caller then runs the per-row normaliser from the start
-    (normalising a normalised value gives it back unchanged) to find the bad row."""
+    """Normalise, in place, the timestamp fields named by `paths` (see timestamp_paths)
+    of every row of a page: `normalize_page(rows)`, compiled once per stream, one field
+    at a time over all rows (nested objects, in lists too: over all of them at once);
+    other values are left alone. A bad value raises ValueError naming its field, maybe
+    after other rows were normalised: a caller finds the bad row by running it again a
+    row at a time (`normalize_page([row])`; a normalised value is given back unchanged)."""
     steps = [(key, None if sub is True else compile_page_normalizer(sub))
              for key, sub in paths.items()]
     fast_match = _fast_ts_match
@@ -173,7 +137,10 @@ def compile_page_normalizer(paths: TsPaths) -> t.Callable[[list], None]:
                     if len(value) != 32 or value[10] != "T":
                         row[key] = value[:10] + "T" + value[11:26] + "+00:00"
                 elif isinstance(value, str):
-                    row[key] = normalize_ts(value)
+                    try:
+                        row[key] = normalize_ts(value)
+                    except ValueError as exc:
+                        raise ValueError(f"field '{key}': {exc}") from None
 
     return normalize_page
 
@@ -567,16 +534,15 @@ class AlationStream(AnalyticsStream):
             paths = self.__dict__["_ts_paths"] = timestamp_paths(self.schema)
         return paths
 
-    def _post_process_plan(self) -> tuple[t.Callable[[t.Any], None],
-                                          t.Callable[[list], None], str | None, bool]:
-        """(the compiled timestamp normaliser for a row and for a page, the replication
-        key, whether it is a timestamp): looked up once per sync of the stream (reset in
+    def _post_process_plan(self) -> tuple[t.Callable[[list], None], str | None, bool]:
+        """(the compiled timestamp normaliser of a page, the replication key, whether it
+        is a timestamp): looked up once per sync of the stream (reset in
         get_record_pages), not per record."""
         plan = self.__dict__.get("_pp_plan")
         if plan is None:
             key = self.replication_key or None
-            plan = (compile_normalizer(self.ts_paths), compile_page_normalizer(self.ts_paths),
-                    key, bool(key and self.is_timestamp_replication_key))
+            plan = (compile_page_normalizer(self.ts_paths), key,
+                    bool(key and self.is_timestamp_replication_key))
             self.__dict__["_pp_plan"] = plan
         return plan
 
@@ -592,14 +558,14 @@ class AlationStream(AnalyticsStream):
         """`post_process` of each row of a page, at once: timestamps normalised, the rows
         sitting on the STATE bookmark dropped, the resume marker's highest value kept. A
         bad row raises PartialPage with the rows before it (emitted first)."""
-        normalize_row, normalize_page, key, timestamp_key = self._post_process_plan()
+        normalize_page, key, timestamp_key = self._post_process_plan()
         try:
             normalize_page(rows)
         except ValueError:
             good = []
             for row in rows:  # again row by row, to find the bad one
                 try:
-                    normalize_row(row)
+                    normalize_page([row])
                 except ValueError as exc:
                     raise PartialPage(self._kept(good, key, timestamp_key, context),
                                       TapAnalyticsError(
