@@ -149,3 +149,16 @@ def test_sigterm_mid_sync_leaves_whole_lines_ending_with_a_state(
     assert messages[-1]["type"] == "STATE", [m["type"] for m in messages[-3:]]
     total = sum(len(v) for k, v in sb.alation.data.items() if k != "query")
     assert len(records) < total, "the sync finished before SIGTERM: nothing was tested"
+
+
+def test_connection_test_mode_stops_each_alation_stream_after_one_record(
+    sandbox: Sandbox
+) -> None:
+    """`--test` (the SDK's dry run: a record limit) is one of the cases the page loop
+    leaves to the SDK's loop: one record per stream, exit 0."""
+    config = {k: v for k, v in sandbox.config().items() if k not in ("scuba", "insights")}
+    result = run_cli(config, args=["--test"], timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = {name: len(records) for name, records in result.records.items()}
+    assert counts and set(counts.values()) == {1}, counts
+    assert "alation_execution_events" in counts
