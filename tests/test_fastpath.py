@@ -118,7 +118,7 @@ def test_conformer_equals_sdk_on_varied_records() -> None:
 def test_floats_as_is_encodes_to_the_same_json_as_the_sdk() -> None:
     from singer_sdk.singerlib.json import serialize_json
 
-    from tap_analytics.common.fastpath import make_encoder
+    from tap_analytics.common.writer import make_encoder
 
     conform = compile_conformer(SCHEMA, floats_as_is=True)
     encoder = make_encoder()

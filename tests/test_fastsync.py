@@ -230,7 +230,7 @@ def test_page_loop_writes_what_the_sdk_loop_writes(
     fast_tap = make_tap(_paged_stream(values, key, page_size, fast=True,
                                       check_sorted=check_sorted), FastSingerWriter)
     stream = fast_tap.streams["paged"]
-    assert page_loop_applies(stream, None, True)
+    assert page_loop_applies(stream, None, True, FastRecordsMixin)
     fast = run_binary(fast_tap)
     stock = run_binary(make_tap(_paged_stream(values, key, page_size, fast=False,
                                               check_sorted=check_sorted), SingerWriter))
@@ -267,11 +267,11 @@ def test_the_sdk_loop_runs_where_the_page_loop_does_not_apply() -> None:
     paged = _paged_stream(IDS, "id", 4, fast=True)
     tap = make_tap(paged, FastSingerWriter)
     stream = tap.streams["paged"]
-    assert page_loop_applies(stream, None, True)
-    assert not page_loop_applies(stream, None, False)         # get_records of a parent
-    assert not page_loop_applies(stream, {"part": 1}, True)  # a partition
+    assert page_loop_applies(stream, None, True, FastRecordsMixin)
+    assert not page_loop_applies(stream, None, False, FastRecordsMixin)  # get_records of a parent
+    assert not page_loop_applies(stream, {"part": 1}, True, FastRecordsMixin)  # a partition
     stream.ABORT_AT_RECORD_COUNT = 5                          # a dry run
-    assert not page_loop_applies(stream, None, True)
+    assert not page_loop_applies(stream, None, True, FastRecordsMixin)
     stream.ABORT_AT_RECORD_COUNT = None
 
     class OwnRecords(paged):  # type: ignore[misc, valid-type]
@@ -279,13 +279,13 @@ def test_the_sdk_loop_runs_where_the_page_loop_does_not_apply() -> None:
             yield {"id": 1}
 
     assert not page_loop_applies(make_tap(OwnRecords, FastSingerWriter).streams["paged"],
-                                 None, True)
+                                 None, True, FastRecordsMixin)
 
     class NoFastPath(paged):  # type: ignore[misc, valid-type]
         fast_path_enabled = False
 
     assert not page_loop_applies(make_tap(NoFastPath, FastSingerWriter).streams["paged"],
-                                 None, True)
+                                 None, True, FastRecordsMixin)
 
 
 # -- a signal handler writing a STATE while a RECORD line is half appended ---------------

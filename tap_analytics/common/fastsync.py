@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import typing as t
 
+from tap_analytics.common.recordpath import _childless, fast_path_for
+
 _PROGRESS_MARKERS = "progress_markers"
 _JSON_KEY_TYPES = frozenset({str, int, float})
 
@@ -135,10 +137,13 @@ def _same_owner(cls: type, paged: str, flat: str) -> bool:
     return False
 
 
-def page_loop_applies(stream: t.Any, context: t.Any, write_messages: bool) -> bool:
-    """True when `sync_pages` may stand in for the SDK's `_sync_records` (see above)."""
-    from tap_analytics.common.fastpath import FastRecordsMixin, _childless, fast_path_for
+def page_loop_applies(stream: t.Any, context: t.Any, write_messages: bool,
+                      mixin: type) -> bool:
+    """True when `sync_pages` may stand in for the SDK's `_sync_records` (see above).
 
+    `mixin` is the class whose per-record overrides the page loop stands in for
+    (`fastpath.FastRecordsMixin`): a subclass that overrides one of them keeps the SDK's
+    loop. Passed in, so that this module does not import the mixin's."""
     cls = type(stream)
     return (
         write_messages
@@ -147,9 +152,9 @@ def page_loop_applies(stream: t.Any, context: t.Any, write_messages: bool) -> bo
         and stream.selected
         and stream.ABORT_AT_RECORD_COUNT is None
         and not stream.partitions
-        and cls._write_record_message is FastRecordsMixin._write_record_message
-        and cls._increment_stream_state is FastRecordsMixin._increment_stream_state
-        and cls._process_record is FastRecordsMixin._process_record
+        and cls._write_record_message is mixin._write_record_message
+        and cls._increment_stream_state is mixin._increment_stream_state
+        and cls._process_record is mixin._process_record
         and fast_path_for(stream) is not None
         and _childless(stream)
     )
@@ -158,8 +163,6 @@ def page_loop_applies(stream: t.Any, context: t.Any, write_messages: bool) -> bo
 def sync_pages(stream: t.Any) -> t.Iterator[dict]:
     """The SDK's `_sync_records(None)` for a stream with `get_record_pages`, a page at a
     time (only where `page_loop_applies`). Yields each record, as the SDK's does."""
-    from tap_analytics.common.fastpath import fast_path_for
-
     fast = fast_path_for(stream)
     assert fast is not None
     post_page = (stream.post_process_page

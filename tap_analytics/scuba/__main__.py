@@ -56,7 +56,8 @@ def infer_properties(records: t.Iterable[dict[str, t.Any]]) -> dict[str, dict[st
 
 
 def _schema_command(args: argparse.Namespace) -> int:
-    from tap_analytics.tap import TapAnalytics, config_secrets
+    from tap_analytics.common.errors import config_secrets
+    from tap_analytics.tap import TapAnalytics
 
     with open(args.config, encoding="utf-8") as fh:
         config = json.load(fh)
