@@ -148,9 +148,14 @@ class TapAnalytics(Tap):
             parse_env_config=config.parse_env,
             validate_config=True,
         )
-        tap.sync_all()
-        if isinstance(tap.message_writer, FastSingerWriter):
-            tap.message_writer.flush()  # the last buffered lines
+        try:
+            tap.sync_all()
+        finally:
+            # The last buffered lines, also when a stream failed: what was produced before
+            # the error goes out (as with the SDK's line-by-line writer); no STATE covers
+            # the lines after the last STATE, so the next run reads them again.
+            if isinstance(tap.message_writer, FastSingerWriter):
+                tap.message_writer.flush()
         if tap.deferred_errors:
             raise tap.deferred_errors[0]
 

@@ -185,5 +185,4 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
         return len(self._buffer)
 
 
-
 __all__ = ["DEFAULT_MAX_BUFFER_BYTES", "FastSingerWriter", "escape_line_breakers", "make_encoder"]
