@@ -17,33 +17,24 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_support import MELTANO_EXE, Expected, MeltanoRun, _clean_env
+from e2e_support import Expected, MeltanoProject, MeltanoRun
 from e2e_support import available_services as services
 from helpers import ROOT
 
 pytestmark = pytest.mark.e2e
 
 HUB_FILE = ROOT / "meltano-hub" / "tap-analytics.yml"
-TIMEOUT = 900
-
-
 class UserProject:
-    """Meltano run in `cwd` with a clean environment plus `env` (the sandbox's settings)."""
+    """`meltano ...` in the user's project (`root`), with the sandbox's settings in `env`;
+    asserts success unless `ok=False`."""
 
-    def __init__(self, cwd: Path) -> None:
-        self.cwd = cwd
+    def __init__(self, root: Path, database: Path) -> None:
+        self.meltano = MeltanoProject(root)
+        self.database = database
         self.env: dict[str, str] = {}
 
     def __call__(self, *args: str, ok: bool = True) -> MeltanoRun:
-        import subprocess
-
-        proc = subprocess.run(
-            [MELTANO_EXE, *args], cwd=self.cwd, capture_output=True, text=True,
-            timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False,
-            env={**_clean_env(), "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-                 "NO_COLOR": "1", **self.env},
-        )
-        result = MeltanoRun(proc.returncode, proc.stdout, proc.stderr)
+        result = self.meltano.run(*args, database=self.database, env=self.env)
         if ok:
             assert result.returncode == 0, f"meltano {' '.join(args)}:\n{result.tail()}"
         return result
@@ -77,9 +68,9 @@ def test_meltano_add_from_ref_into_a_new_project_then_run(
     expected: Expected, fresh_sandbox: t.Callable, tmp_path: Path,
 ) -> None:
     assert expected.streams, "the tap discovered no stream for the sandbox"
-    meltano = UserProject(tmp_path)
+    meltano = UserProject(tmp_path, tmp_path / "meltano.db")
     meltano("init", "project", "--no-usage-stats")
-    meltano.cwd = project = tmp_path / "project"
+    meltano.meltano.root = project = tmp_path / "project"
 
     # 1. The tap, from the definition file; then pip_url pointed at this checkout (the
     #    published name would be looked up on PyPI), then installed.
