@@ -28,6 +28,7 @@ from e2e_support import available_services as services
 pytestmark = pytest.mark.e2e
 
 COMBINED, SPLIT = "combined", "split"
+FAMILIES = ("alation", "scuba", "insights")
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,12 @@ def test_family_jobs_side_by_side_load_what_one_run_loads(
     with postgres.connect() as con:
         check_warehouse(lambda sql, params=(): con.execute(sql, list(params)).fetchall(),
                         "%s", SPLIT, expected)
+
+    schedules = meltano_project.run("schedule", "list", "--format=json",
+                                    database=system_db, env=env)
+    assert schedules.returncode == 0, schedules.tail()
+    scheduled = {s["job"]["name"] for s in json.loads(schedules.stdout)["schedules"]["job"]}
+    assert scheduled == set(FAMILIES), scheduled
 
     listed = meltano_project.run("--environment=sandbox", "state", "list",
                                  database=system_db, env=env)
