@@ -178,6 +178,18 @@ def test_the_base_config_is_valid() -> None:
             "insights_exits"} <= streams
 
 
+def test_fractional_numbers_are_accepted() -> None:
+    # The SDK reads a config file's JSON floats as Decimal (`meltano config set` writes
+    # `window_days: !!float '2'`, passed on as 2.0): a number setting must take them.
+    config = base_config()
+    config["scuba"].update(window_days=2.0, min_seconds_between_queries=1.5)
+    config["insights"].update(window_hours=12.5, poll_interval_seconds=0.2,
+                              max_poll_interval_seconds=30.0, query_timeout_seconds=600.0)
+    proc = run(config, "--discover")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "scuba_top" in {s["tap_stream_id"] for s in json.loads(proc.stdout)["streams"]}
+
+
 @pytest.mark.parametrize(("change", "setting"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
 def test_misconfiguration_is_one_line_naming_the_setting(

@@ -109,10 +109,15 @@ def test_every_plugin_is_defined_in_full(project: dict) -> None:
     names = {p["name"] for kind in ("extractors", "loaders") for p in project["plugins"][kind]}
     assert {"tap-analytics", "target-duckdb", "target-jsonl", "target-postgres"} <= names
     for kind in ("extractors", "loaders"):
+        full = {p["name"] for p in project["plugins"][kind] if "inherit_from" not in p}
         for plugin in project["plugins"][kind]:
+            assert "variant" not in plugin, plugin["name"]
+            if "inherit_from" in plugin:  # inherits a plugin defined here, never a Hub one
+                assert plugin["inherit_from"] in full, plugin["name"]
+                assert not {"pip_url", "namespace", "settings"} & set(plugin), plugin["name"]
+                continue
             for field in ("namespace", "pip_url", "executable", "settings"):
                 assert plugin.get(field), f"{plugin['name']}: no {field}"
-            assert "variant" not in plugin and "inherit_from" not in plugin, plugin["name"]
     duckdb = _plugin(project, "loaders", "target-duckdb")["pip_url"].split()
     # target-duckdb 0.8.0 drops rows with duckdb >= 1.3 (SDK-NOTES): the pin must stay.
     assert "target-duckdb==0.8.0" in duckdb and "duckdb==1.2.2" in duckdb
@@ -120,6 +125,33 @@ def test_every_plugin_is_defined_in_full(project: dict) -> None:
     assert postgres["pip_url"].startswith("meltanolabs-target-postgres==")
     sensitive = {s["name"] for s in postgres["settings"] if s.get("sensitive")}
     assert {"password", "sqlalchemy_url"} <= sensitive
+
+
+FAMILIES = ("alation", "scuba", "insights")
+
+
+def test_one_job_per_source_family_with_its_own_state(project: dict) -> None:
+    """`meltano run alation` etc.: each job's extractor selects one family, and the
+    extractors' names differ, so Meltano's state IDs (<env>:<extractor>-to-<loader>) do."""
+    extractors = {p["name"]: p for p in project["plugins"]["extractors"]}
+    loaders = {p["name"] for p in project["plugins"]["loaders"]}
+    jobs = {j["name"]: j["tasks"] for j in project["jobs"]}
+    assert set(jobs) == set(FAMILIES)
+    state_ids = set()
+    for family in FAMILIES:
+        assert len(jobs[family]) == 1, family
+        extractor, loader = jobs[family][0].split()
+        assert extractor == f"tap-analytics--{family}", family
+        assert loader in loaders, family
+        plugin = extractors[extractor]
+        assert plugin["inherit_from"] == "tap-analytics"
+        assert plugin["select"] == [f"{family}_*.*"], family
+        state_ids.add(f"{extractor}-to-{loader}")
+    assert len(state_ids) == len(FAMILIES)
+    schedules = project.get("schedules") or []
+    assert schedules, "no example schedule"
+    for schedule in schedules:
+        assert schedule["job"] in jobs and schedule.get("interval"), schedule["name"]
 
 
 def _config_blocks(project: dict) -> t.Iterator[tuple[str, dict]]:

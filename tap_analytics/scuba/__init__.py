@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing as t
+from decimal import Decimal
 
 from tap_analytics.common.config import check_source_block
 from tap_analytics.common.errors import ConfigError
@@ -11,11 +12,15 @@ if t.TYPE_CHECKING:
     from singer_sdk import Stream, Tap
 
 
+#: The SDK reads a config file's JSON floats as Decimal (singer_sdk.helpers._util.load_json).
+NUMBER = (int, float, Decimal)
+
+
 def _positive(block: dict, name: str, *, integer: bool) -> None:
     value = block.get(name)
     if value is None:
         return
-    kinds = (int,) if integer else (int, float)
+    kinds = (int,) if integer else NUMBER
     if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
         kind = "integer" if integer else "number"
         raise ConfigError(f"scuba.{name}", f"must be a positive {kind}")
@@ -28,7 +33,7 @@ def validate(block: t.Any) -> None:
     _positive(block, "max_tries", integer=True)
     _positive(block, "request_timeout_seconds", integer=True)
     value = block.get("min_seconds_between_queries")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+    if value is not None and (isinstance(value, bool) or not isinstance(value, NUMBER)
                               or value < 0):
         raise ConfigError("scuba.min_seconds_between_queries", "must be a number >= 0")
 
