@@ -19,7 +19,7 @@ from singer_sdk import typing as th
 from singer_sdk.helpers._state import PROGRESS_MARKERS
 from typing_extensions import override
 
-from tap_analytics.common.errors import ConfigError, TapAnalyticsError
+from tap_analytics.common.errors import ConfigError, TapAnalyticsError, config_secrets
 from tap_analytics.common.fastpath import FastRecordsMixin
 from tap_analytics.common.http import BookmarkCheckMixin
 from tap_analytics.common.timeutil import format_datetime, parse_datetime, utcnow
@@ -37,8 +37,6 @@ def shared_api(tap: Tap) -> InsightsApi:
     api = getattr(tap, "_insights_api", None)
     if api is None:
         config = tap.config
-        from tap_analytics.tap import config_secrets
-
         api = InsightsApi(config["insights"], ca_bundle=config.get("ca_bundle"),
                           secrets=config_secrets(config))
         tap._insights_api = api  # type: ignore[attr-defined]
