@@ -115,9 +115,9 @@ def test_queries_start_before_the_other_sources_finish(runs: dict[str, t.Any]) -
     alation_last = max(r.time for r in sb.alation.requests())
     scuba_first = min(r.time for r in sb.scuba.requests())
     assert first_post(sb) < alation_last < scuba_first
-    # ... and the report streams still sync last, after Scuba
+    # ... and the Insights streams sync last, after Scuba, in their usual order
     order = list(dict.fromkeys(m["stream"] for m in result.messages if m["type"] == "RECORD"))
-    assert order[-2:] == [APP, DTMF]
+    assert order[-3:] == [APP, "insights_fields", DTMF]
     # without it, the first query waits for the report stream's turn, after Scuba
     sb_plain, _ = runs["plain"]
     assert first_post(sb_plain) > max(r.time for r in sb_plain.scuba.requests())
@@ -187,6 +187,30 @@ def test_early_queries_start_at_the_bookmark() -> None:
         assert starts == ["2024-01-05T00:00:00Z", "2024-01-06T00:00:00Z",
                           "2024-01-07T00:00:00Z"]
         assert min(r["timestamp"] for r in result.records[APP]) >= bookmark
+
+
+def test_a_query_of_another_client_is_waited_out() -> None:
+    import requests
+
+    from tap_analytics.sandbox import INSIGHTS_TOKEN
+
+    with Sandbox(seed=7, services=["alation", "insights"]) as sb:
+        sb.insights.query_seconds = 5.0
+        config = sb.config()
+        # another client on the same token holds one of the 2 query slots for 5 s
+        outsider = requests.post(
+            config["insights"]["base_url"] + "/dwh/Q", timeout=10,
+            headers={"Authorization": f"Bearer {INSIGHTS_TOKEN}"},
+            json={"timestamp": {"$gte": "2024-01-01T00:00:00Z", "$lt": "2024-01-02T00:00:00Z"},
+                  "data": {"DtmfEvent": {"fields": ["TimeStamp"]}}})
+        assert outsider.status_code == 201
+        sb.insights.query_seconds = 1.0  # the tap's own queries
+        result, error = sync(config)
+        assert error is None, error
+        assert sb.insights.rejected_429 >= 1  # an early query met the limit...
+        assert sb.insights.max_pending == 2  # ...and never went past it
+        events = list(sb.insights.events(DATA_START, DATA_START.replace(day=8)))
+        assert len(result.records[APP]) == len(events)  # every row, once
 
 
 def refuse_queries(request: Request) -> Response | None:

@@ -64,16 +64,21 @@ def discover(tap: Tap) -> list[Stream]:
 
 
 def before_sync(tap: Tap, *, submit: bool = True) -> None:
-    """At sync start: the report streams move to the end of the sync, and (`submit`)
+    """At sync start: the Insights streams move to the end of the sync, and (`submit`)
     their first windows are submitted now, so the queries run on the server while the
     other sources sync (insights/schedule.py)."""
     if tap.config.get("insights") is None:
         return
     from tap_analytics.insights import schedule
-    from tap_analytics.insights.streams import InsightsReportStream, shared_api
+    from tap_analytics.insights.streams import (
+        InsightsFieldsStream,
+        InsightsReportStream,
+        shared_api,
+    )
 
+    family = (InsightsFieldsStream, InsightsReportStream)
+    schedule.sync_last(tap.streams, [s for s in tap.streams.values() if isinstance(s, family)])
     streams = [s for s in tap.streams.values() if isinstance(s, InsightsReportStream)]
-    schedule.sync_last(tap.streams, streams)
     if submit and any(s.selected for s in streams):
         schedule.start(tap, shared_api(tap), streams)
 

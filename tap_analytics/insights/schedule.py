@@ -1,7 +1,7 @@
 """Insights queries submitted at sync start, so they run on the server while the other
 sources sync.
 
-An Insights query spends minutes on the server before its file exists, so the report
+An Insights query spends minutes on the server before its file exists, so the Insights
 streams sync last (`sync_last`) and `EarlyQueries` submits, when the sync starts, the
 first windows (up to `MAX_EARLY_WINDOWS`) of every selected report stream that has
 windows to run, in sync order, on `max_concurrent_queries` daemon worker threads and
@@ -176,10 +176,11 @@ def plan(streams: t.Iterable[ReportStream]) -> list[EarlyQuery]:
     return queries
 
 
-def sync_last(streams: dict[str, t.Any], report_streams: t.Iterable[ReportStream]) -> None:
-    """Move the report streams to the end of the tap's (ordered) stream dict: the SDK
-    syncs in that order, and their queries run on the server while the others sync."""
-    for stream in list(report_streams):
+def sync_last(streams: dict[str, t.Any], last: t.Iterable[t.Any]) -> None:
+    """Move `last` (the Insights streams, in their order) to the end of the tap's ordered
+    stream dict: the SDK syncs in that order, and their queries run on the server while
+    the others sync."""
+    for stream in list(last):
         streams[stream.name] = streams.pop(stream.name)
 
 
