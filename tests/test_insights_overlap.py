@@ -13,6 +13,7 @@ import copy
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -46,11 +47,14 @@ def small_config(sb: Sandbox) -> dict:
 
 
 def sync(config: dict, *, tap_class: type[TapAnalytics] = TapAnalytics,
-         state: dict | None = None, catalog: dict | None = None
+         state: dict | None = None, catalog: dict | None = None,
+         taps: list[TapAnalytics] | None = None,
          ) -> tuple[SyncResult, BaseException | None]:
     """A sync in this process; the output so far is kept when it fails."""
     tap = tap_class(config=config, state=state, catalog=catalog, parse_env_config=False,
                     validate_config=True)
+    if taps is not None:
+        taps.append(tap)
     buffer = io.StringIO()
     error: BaseException | None = None
     with contextlib.redirect_stdout(buffer):
@@ -256,6 +260,39 @@ def test_an_early_failure_elsewhere_exits_without_waiting_for_the_queries() -> N
     assert "alation.api_token" in result.stderr
     assert queries  # the early queries were out (and would run for an hour)
     assert APP not in result.records
+
+
+def test_after_an_early_failure_the_workers_stop() -> None:
+    with fresh(query_seconds=3600.0) as sb:
+        sb.alation.faults = Faults(latency_seconds=1.0)
+        config = small_config(sb)
+        config["alation"]["api_token"] = "not-the-token"
+        taps: list[TapAnalytics] = []
+        _, error = sync(config, taps=taps)  # abandons the early queries at the end
+        assert error is not None and "alation.api_token" in str(error)
+        early = taps[0]._insights_early  # type: ignore[attr-defined]
+        assert sb.insights.requests(POST_PATH, "POST")  # they were running...
+        assert early.join(timeout=60)  # ...and their workers ended (bounded wait)
+        assert all(q.future.done() for q in early.queries)
+        assert not any(q.taken for q in early.queries)
+
+
+def test_windows_queried_early_move_no_bookmark_until_their_rows_are_out() -> None:
+    outcome = {}
+    for mode, tap_class in (("early", TapAnalytics), ("plain", WithoutEarlySubmit)):
+        with fresh(query_seconds=0.3, truncate="always") as sb:  # every file is cut
+            result, error = sync(small_config(sb), tap_class=tap_class)
+            assert isinstance(error, TapAnalyticsError) and APP in str(error)
+            if mode == "early":  # the queries of every window had finished...
+                assert len(sb.insights.queries) > 2
+            # ...yet no STATE names an Insights bookmark: no window's rows all went out
+            assert not any(name.startswith("insights_") and "replication_key_value" in value
+                           for state in result.states
+                           for name, value in state.get("bookmarks", {}).items())
+            line = re.sub(r"reports/\S+?\.csv\.gz", "<file>", str(error))  # query id, time
+            outcome[mode] = (line, without_clock(result.states),
+                             without_files(result.records))
+    assert outcome["early"] == outcome["plain"]
 
 
 def test_a_signal_during_the_early_queries_exits_promptly() -> None:
