@@ -90,8 +90,8 @@ class TapAnalytics(Tap):
 
     # singer-sdk 0.54.9: the (final) `sync_all` calls `_set_compatible_replication_methods`
     # once, with state and catalog applied, just before it loops over `self.streams` in
-    # order: the one hook for work that must start then (the Insights report streams go
-    # last, their first queries start now). `invoke` abandons what is left at the end.
+    # order: the one hook for work that must start then (the Insights streams move to the
+    # end, their first queries start now). `invoke` abandons what is left at the end.
     def _set_compatible_replication_methods(self) -> None:
         super()._set_compatible_replication_methods()
         insights.before_sync(self, submit=self.submit_queries_at_start)

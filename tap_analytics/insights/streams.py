@@ -4,7 +4,8 @@ A report stream splits [bookmark or start_date, end_date or now) into windows of
 `window_hours`. Each window is one query (submit, poll, locate) run on a worker thread,
 at most `max_concurrent_queries` (<= 2) in flight; the main thread downloads and emits
 the windows strictly in order, and moves the bookmark to a window's end only after all
-of its rows were emitted (empty and Failed windows included).
+of its rows were emitted (empty and Failed windows included). The first windows' queries
+may already run since the sync started (insights/schedule.py): `submit_query` takes them.
 """
 
 from __future__ import annotations
