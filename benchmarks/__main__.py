@@ -1,6 +1,6 @@
 """`python -m benchmarks`: every benchmark in one run, then a goal / PASS / FAIL table.
 
-    .venv/bin/python -m benchmarks                 # all three sections (~3-4 min on 2 cores)
+    .venv/bin/python -m benchmarks                 # all four sections (~5-6 min on 2 cores)
     .venv/bin/python -m benchmarks --quick         # smaller sizes, one repeat (a smoke run)
     .venv/bin/python -m benchmarks --sections 1,3  # some sections only
     .venv/bin/python -m benchmarks --json out.json # also write every number as JSON
@@ -31,7 +31,7 @@ def _fmt(x: float, digits: int = 2) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="1,2,3")
+    parser.add_argument("--sections", default="1,2,3,4")
     parser.add_argument("--quick", action="store_true",
                         help="20k events / 20k+200k rows, one repeat")
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant (>=3)")
@@ -128,6 +128,27 @@ def main(argv: list[str] | None = None) -> int:
                       f"full={r3['scuba_queries']['full']['windowed']} "
                       f"incremental={r3['scuba_queries']['incremental']['windowed']}",
                       not r3["scuba_window_reruns"]))
+
+    if "4" in sections:
+        from benchmarks import overlap
+
+        _log(f"\n== 4. Whole sandbox sync, {overlap.LATENCY_S * 1000:.0f} ms per request, "
+             f"Insights queries {overlap.QUERY_S:g} s on the server: early submit vs not "
+             "vs each source alone ==")
+        r4 = overlap.run(repeats=1 if args.quick else 2, log=_log)
+        results["overlap"] = r4
+        for label, wall in r4["wall_median_s"].items():
+            _log(f"    {label:24s} median wall {_fmt(wall, 1):>6s} s")
+        _log(f"    sum of the sources alone {_fmt(r4['sum_alone_s'], 1)} s, longest "
+             f"{_fmt(r4['longest_alone_s'], 1)} s")
+        goals.append(("4  whole syncs exit 0, same record count with and without early submit",
+                      "", r4["ok"] and r4["same_records"]))
+        goals.append(("4  whole sync with early submit <= 1.25x the longest source alone",
+                      f"{r4['ratio_early_vs_longest']:.2f}x",
+                      r4["ratio_early_vs_longest"] <= 1.25))
+        goals.append(("4  Insights: never more than 2 queries in flight, no 429",
+                      f"max {r4['max_pending']}, {r4['rejected_429']} x 429",
+                      r4["max_pending"] <= 2 and r4["rejected_429"] == 0))
 
     elapsed = time.monotonic() - started
     _log(f"\n== Goals ({elapsed / 60:.1f} min) ==")

@@ -68,6 +68,10 @@ class TapAnalytics(Tap):
         INSIGHTS_SETTINGS,
     ).to_dict()
 
+    #: Submit the first Insights queries when the sync starts (insights/schedule.py), so
+    #: they run on the server while the Alation and Scuba streams sync.
+    submit_queries_at_start: t.ClassVar[bool] = True
+
     #: Set by a stream that stopped cleanly on a limit it cannot wait out (e.g. the
     #: Scuba daily quota): the sync goes on with the other streams, then exits non-zero.
     deferred_errors: list[TapAnalyticsError]
@@ -83,6 +87,14 @@ class TapAnalytics(Tap):
             *scuba.discover(self),
             *insights.discover(self),
         ]
+
+    # singer-sdk 0.54.9: the (final) `sync_all` calls `_set_compatible_replication_methods`
+    # once, with state and catalog applied, just before it loops over `self.streams` in
+    # order: the one hook for work that must start then (the Insights streams move to the
+    # end, their first queries start now). `invoke` abandons what is left at the end.
+    def _set_compatible_replication_methods(self) -> None:
+        super()._set_compatible_replication_methods()
+        insights.before_sync(self, submit=self.submit_queries_at_start)
 
     # The SDK's own validation messages echo the offending value (a secret, maybe).
     # Checked against singer-sdk 0.54.9: `_validate_config` is the one place config is
@@ -151,6 +163,7 @@ class TapAnalytics(Tap):
         try:
             tap.sync_all()
         finally:
+            insights.abandon_early(tap)  # an early stop: the query workers give up
             # The last buffered lines, also when a stream failed: what was produced before
             # the error goes out (as with the SDK's line-by-line writer); no STATE covers
             # the lines after the last STATE, so the next run reads them again.

@@ -61,3 +61,32 @@ def discover(tap: Tap) -> list[Stream]:
     streams: list[Stream] = [InsightsFieldsStream(tap)]
     streams += [InsightsReportStream(tap, index=i, report=r) for i, r in enumerate(report_list)]
     return streams
+
+
+def before_sync(tap: Tap, *, submit: bool = True) -> None:
+    """At sync start: the Insights streams move to the end of the sync, and (`submit`)
+    their first windows are submitted now, so the queries run on the server while the
+    other sources sync (insights/schedule.py)."""
+    if tap.config.get("insights") is None:
+        return
+    from tap_analytics.insights import schedule
+    from tap_analytics.insights.streams import (
+        InsightsFieldsStream,
+        InsightsReportStream,
+        shared_api,
+    )
+
+    family = (InsightsFieldsStream, InsightsReportStream)
+    schedule.sync_last(tap.streams, [s for s in tap.streams.values() if isinstance(s, family)])
+    streams = [s for s in tap.streams.values() if isinstance(s, InsightsReportStream)]
+    if submit and any(s.selected for s in streams):
+        schedule.start(tap, shared_api(tap), streams)
+
+
+def abandon_early(tap: Tap) -> None:
+    """At sync end (done, failed, interrupted): queries nobody took are given up."""
+    if tap.config.get("insights") is None:
+        return
+    from tap_analytics.insights import schedule
+
+    schedule.abandon(tap)

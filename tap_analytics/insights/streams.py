@@ -4,7 +4,8 @@ A report stream splits [bookmark or start_date, end_date or now) into windows of
 `window_hours`. Each window is one query (submit, poll, locate) run on a worker thread,
 at most `max_concurrent_queries` (<= 2) in flight; the main thread downloads and emits
 the windows strictly in order, and moves the bookmark to a window's end only after all
-of its rows were emitted (empty and Failed windows included).
+of its rows were emitted (empty and Failed windows included). The first windows' queries
+may already run since the sync started (insights/schedule.py): `submit_query` takes them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tap_analytics.common.timeutil import format_datetime, parse_datetime, utcno
 from tap_analytics.insights import reports
 from tap_analytics.insights.client import InsightsApi, QueryResult, iso_z
 from tap_analytics.insights.download import WindowReader
+from tap_analytics.insights.schedule import submit_query, window_label
 
 if t.TYPE_CHECKING:
     from singer_sdk import Tap
@@ -124,7 +126,9 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
         # contract says; read before any window of this run moved it.
         bookmark = None
         if self.replication_method == "INCREMENTAL":
-            bookmark = self.get_context_state(None).get("replication_key_value")
+            # Read, not created: the plan at sync start must leave the STATE as it was.
+            bookmarks = self.tap_state.get("bookmarks") or {}
+            bookmark = (bookmarks.get(self.tap_stream_id) or {}).get("replication_key_value")
         start_text = bookmark or self.config.get("start_date")
         if not start_text:
             raise ConfigError("start_date", f"is required for {self.name} (the first window)")
@@ -147,6 +151,12 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
             if self.report.get(key):
                 body[key] = self.report[key]
         return body
+
+    def window_plan(self) -> tuple[list[tuple[dt.datetime, dt.datetime]], bool]:
+        """The windows a sync would query now, and whether their end is fixed (end_date)."""
+        start, end = self._range()
+        hours = float(self.config["insights"].get("window_hours") or 24)
+        return windows(start, end, hours), bool(self.config.get("end_date"))
 
     def _window_done(self, end: dt.datetime, *, write: bool) -> None:
         state = self.get_context_state(None)
@@ -187,9 +197,9 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
             for i, (w_start, w_end) in enumerate(todo):
                 while submitted < len(todo) and submitted <= i + api.max_concurrent - 1:
                     s, e = todo[submitted]
-                    futures[submitted] = pool.submit(
-                        api.run_query, self.query_body(s, e), where=self.name,
-                        label=f"window {submitted + 1}/{len(todo)} [{iso_z(s)}, {iso_z(e)})")
+                    futures[submitted] = submit_query(
+                        self._tap, pool, api, self.query_body(s, e), where=self.name,
+                        label=window_label(submitted, todo))
                     submitted += 1
                 result = futures.pop(i).result()
                 began = time.monotonic()

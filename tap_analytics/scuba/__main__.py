@@ -14,7 +14,7 @@ import json
 import sys
 import typing as t
 
-from tap_analytics.common.errors import TapAnalyticsError, one_line, redact
+from tap_analytics.common.errors import TapAnalyticsError, config_secrets, one_line, redact
 from tap_analytics.scuba.parsers import is_time_column
 
 
@@ -56,7 +56,6 @@ def infer_properties(records: t.Iterable[dict[str, t.Any]]) -> dict[str, dict[st
 
 
 def _schema_command(args: argparse.Namespace) -> int:
-    from tap_analytics.common.errors import config_secrets
     from tap_analytics.tap import TapAnalytics
 
     with open(args.config, encoding="utf-8") as fh:
