@@ -6,7 +6,8 @@ import typing as t
 from http import HTTPStatus
 
 from tap_analytics.alation import schemas
-from tap_analytics.alation.client import AlationStream, normalize_timestamps
+from tap_analytics.alation.client import AlationStream
+from tap_analytics.alation.timestamps import normalize_timestamps
 from tap_analytics.alation.parsers import CSVFormatError, parse_result_csv
 from tap_analytics.common.errors import TapAnalyticsError
 
