@@ -77,6 +77,19 @@ class AlationStream(PagingMixin, AnalyticsStream):
     def page_size(self) -> int:
         return int(self.source_config.get("page_size") or 500)
 
+    @property
+    def max_concurrent_requests(self) -> int:
+        """Page requests in flight at once (alation.max_concurrent_requests; 1: sequential)."""
+        return int(self.source_config.get("max_concurrent_requests") or 4)
+
+    @property
+    def requests_session(self) -> requests.Session:
+        """The stream's session; in a page worker thread, that thread's own (see
+        PagingMixin.page_responses: requests.Session is not thread-safe)."""
+        sessions = self.__dict__.get("_thread_sessions")
+        session = sessions.current() if sessions is not None else None
+        return session if session is not None else super().requests_session
+
     def get_new_paginator(self) -> ShortPagePaginator:
         self._paginator = ShortPagePaginator(
             self, self.page_size, start_value=self.first_skip(None))
@@ -216,12 +229,15 @@ class AlationStream(PagingMixin, AnalyticsStream):
                 payload = self._overlap(payload)
         elapsed = max(time.monotonic() - self.__dict__.get("_started", time.monotonic()), 1e-6)
         self.logger.info(
-            "Alation stream '%s': page %d done (%d records, %d so far, %.0f records/s)",
+            "Alation stream '%s': page %d done (%d records, %d so far, %.0f records/s, "
+            "%.1f pages/s, %d requests in flight)",
             self.name,
             self.pages_done,
             self.last_page_count,
             self.records_seen,
             self.records_seen / elapsed,
+            self.pages_done / elapsed,
+            self.requests_in_flight,
         )
         return payload
 

@@ -1,7 +1,8 @@
 """limit/skip paging of the Alation lists, and the mid-stream resume marker.
 
 `ShortPagePaginator` ends on a short page (no extra empty request). `PagingMixin` (a base
-of `AlationStream`) holds the page loop (`request_pages`) and the resume bookkeeping:
+of `AlationStream`) holds the page loop (`request_pages`, with the pages after the first
+fetched ahead: `page_responses`) and the resume bookkeeping:
 
 The list endpoints have no usable order for the bookmarks, so the bookmark only moves when
 a stream completes. After every fully emitted page the stream writes a STATE whose stream
@@ -14,11 +15,15 @@ offset, and drops the records of that overlap page up to the recorded last recor
 
 from __future__ import annotations
 
+import itertools
 import typing as t
+from contextlib import closing
 
 from singer_sdk.pagination import OffsetPaginator
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
+from tap_analytics.common.prefetch import OrderedPrefetch
+from tap_analytics.common.sessions import ThreadSessions
 from tap_analytics.common.timeutil import normalize
 
 if t.TYPE_CHECKING:
@@ -214,15 +219,14 @@ class PagingMixin:
         """The SDK's `RESTStream.request_records` (singer-sdk 0.54.9), one list of
         records per response instead of one record at a time: the same paginator calls,
         request counter, sync costs and stop on an empty page. Only the private
-        `_prepare_request` of the SDK is called (this stream has no `prepare_request`)."""
+        `_prepare_request` of the SDK is called (this stream has no `prepare_request`).
+        The responses come from `page_responses` (fetched ahead, in offset order)."""
         paginator = self.get_new_paginator()
-        decorated_request = self.request_decorator(self._request)
         pages = 0
-        with self.get_http_request_counter() as request_counter:
+        responses = self.page_responses(context, paginator)
+        with self.get_http_request_counter() as request_counter, closing(responses):
             request_counter.with_context(context)
-            while not paginator.finished:
-                prepared_request = self._prepare_request(context=context, page=paginator)
-                resp = decorated_request(prepared_request, context)
+            for prepared_request, resp in responses:
                 request_counter.increment()
                 self.update_sync_costs(prepared_request, resp, context)
                 records = self.parse_response(resp)
@@ -238,3 +242,70 @@ class PagingMixin:
                 yield records
                 pages += 1
                 paginator.advance(resp)
+
+    def page_responses(self, context: Context | None, paginator: ShortPagePaginator
+                       ) -> t.Iterator[tuple[requests.PreparedRequest, requests.Response]]:
+        """(request, response) of each page, in offset order, while the paginator (which
+        the caller advances after each page) is not finished.
+
+        The first page is fetched alone: a run with nothing new costs one request. When
+        it was full and `alation.max_concurrent_requests` > 1, the next offsets are
+        fetched ahead (common/prefetch.py), each worker thread with its own session and
+        the same retrying request function (backoff, error taxonomy) per page. A short
+        page finishes the paginator: the pages fetched beyond it are dropped unread.
+        """
+        send = self.request_decorator(self._request)
+        in_flight = self.max_concurrent_requests
+        while not paginator.finished:
+            prepared = self._prepare_request(context=context, page=paginator)
+            yield prepared, send(prepared, context)
+            if in_flight > 1:
+                break
+        if in_flight <= 1 or paginator.finished:
+            return
+        yield from self._fetched_ahead(context, paginator, send, in_flight)
+
+    def _fetched_ahead(self, context: Context | None, paginator: ShortPagePaginator,
+                       send: t.Callable[..., requests.Response], in_flight: int
+                       ) -> t.Iterator[tuple[requests.PreparedRequest, requests.Response]]:
+        # Requests are prepared here, in the sync's thread (the prefetcher reads the
+        # offsets as it submits them); the workers only send them.
+        offsets = itertools.count(paginator.current_value, paginator.page_size)
+        planned = ((offset, self._prepare_request(context=context, page=_At(offset)))
+                   for offset in offsets)
+        sessions = ThreadSessions(self.requests_session)
+
+        def fetch(item: tuple[int, requests.PreparedRequest]
+                  ) -> tuple[int, requests.PreparedRequest, requests.Response]:
+            offset, prepared = item
+            sessions.for_this_thread()  # requests_session is now this thread's own
+            return offset, prepared, send(prepared, context)
+
+        prefetch = OrderedPrefetch(fetch, planned, in_flight,
+                                   thread_name=f"tap-analytics-{self.name}")
+        self.__dict__["_thread_sessions"] = sessions
+        self.__dict__["_prefetch"] = prefetch
+        try:
+            while not paginator.finished:
+                offset, prepared, response = next(prefetch)
+                if offset != paginator.current_value:  # cannot happen: same arithmetic
+                    raise RuntimeError(f"page at offset {offset} arrived for offset "
+                                       f"{paginator.current_value}")
+                yield prepared, response
+        finally:
+            prefetch.close()
+            sessions.close()
+            self.__dict__.pop("_thread_sessions", None)
+            self.__dict__.pop("_prefetch", None)
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Page requests sent ahead and not answered yet (for the progress line)."""
+        prefetch = self.__dict__.get("_prefetch")
+        return prefetch.in_flight if prefetch is not None else 0
+
+
+class _At(t.NamedTuple):
+    """What `_prepare_request` reads of a paginator: the offset of the page to ask for."""
+
+    current_value: int

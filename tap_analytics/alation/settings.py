@@ -34,6 +34,13 @@ SETTINGS = th.Property(
             "`alation_query_results`.",
         ),
         th.Property(
+            "max_concurrent_requests",
+            th.IntegerType,
+            default=4,
+            description="List pages fetched ahead, in flight at once per stream (1 to 16; "
+            "1: one request at a time). Pages are still emitted strictly in order.",
+        ),
+        th.Property(
             "max_tries",
             th.IntegerType,
             default=5,
