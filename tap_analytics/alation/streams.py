@@ -11,6 +11,9 @@ from tap_analytics.alation.timestamps import normalize_timestamps
 from tap_analytics.alation.parsers import CSVFormatError, parse_result_csv
 from tap_analytics.common.errors import TapAnalyticsError
 
+#: The key, in `alation_query_results`' STATE entry, of the result ids already emitted.
+RESULT_IDS_KEY = "result_ids"
+
 if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context
@@ -71,6 +74,11 @@ class QueryResultsStream(AlationStream):
     Per query: GET /query/<id>/result/latest/ (result id, truncated flag, execution
     metadata), then GET /result/<result id>/csv/. A query without an available result
     (404) is logged as a warning and skipped.
+
+    The stream's STATE entry remembers, per query, the result id whose rows were all
+    emitted (`{"result_ids": {"15": 79}}`): a run whose latest result id is the same
+    downloads no CSV and emits nothing for that query. Without a state (a first sync, a
+    full refresh) every query's latest result is read.
     """
 
     name = "alation_query_results"
@@ -86,15 +94,32 @@ class QueryResultsStream(AlationStream):
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         ids = [int(q) for q in self.source_config.get("result_query_ids") or []]
+        read = self.results_read(context)
         for query_id in dict.fromkeys(ids):  # a repeated id is read once
-            yield from self._rows_of_query(query_id)
+            result_id = yield from self._rows_of_query(query_id, read.get(str(query_id)))
+            if result_id is not None:
+                # Every row of this result went through the sync loop (emitted) by now.
+                read[str(query_id)] = result_id
+                self.get_context_state(context)[RESULT_IDS_KEY] = read
 
-    def _rows_of_query(self, query_id: int) -> t.Iterator[dict[str, t.Any]]:
+    def results_read(self, context: Context | None) -> dict[str, int]:
+        """{query id (string): result id} of the results already emitted, from STATE.
+        Entries that are not `"<id>": <int>` are ignored (the query is read again)."""
+        stored = self.get_context_state(context).get(RESULT_IDS_KEY)
+        if not isinstance(stored, dict):
+            return {}
+        return {str(k): v for k, v in stored.items()
+                if str(k).isdigit() and type(v) is int}
+
+    def _rows_of_query(self, query_id: int, read_id: int | None
+                       ) -> t.Generator[dict[str, t.Any], None, int | None]:
+        """The rows of the query's latest result; returns its result id (None: no
+        result). A result already emitted (`read_id`) is not downloaded again."""
         latest_path = f"/query/{query_id}/result/latest/"
         response = self.get(latest_path)
         if response.status_code == HTTPStatus.NOT_FOUND:
             self.warn_no_result(query_id, response)
-            return
+            return None
         latest = self.decode_json(response)
         if not isinstance(latest, dict) or not isinstance(latest.get("id"), int):
             raise TapAnalyticsError(
@@ -102,6 +127,11 @@ class QueryResultsStream(AlationStream):
                 f"no result id in the response to {self.url_path(response)}",
             )
         result_id = latest["id"]
+        if result_id == read_id:
+            self.logger.info(
+                "Alation stream '%s': query %d, result %d: unchanged since the last "
+                "run, not downloaded", self.name, query_id, result_id)
+            return result_id
         event = latest.get("execution_event")
         event = event if isinstance(event, dict) else {}
         try:
@@ -118,7 +148,7 @@ class QueryResultsStream(AlationStream):
         csv_response = self.get(f"/result/{result_id}/csv/")
         if csv_response.status_code == HTTPStatus.NOT_FOUND:
             self.warn_no_result(query_id, csv_response)
-            return
+            return None
         if csv_response.headers.get("Content-Type", "").startswith("text/html"):
             # A login or proxy page, not a result (Alation sends CSV, labelled JSON).
             raise TapAnalyticsError(
@@ -143,6 +173,7 @@ class QueryResultsStream(AlationStream):
             self.name, query_id, result_id, count,
             " (truncated by Alation)" if meta["truncated"] else "",
         )
+        return result_id
 
     def warn_no_result(self, query_id: int, response: requests.Response) -> None:
         from tap_analytics.common.http import body_detail

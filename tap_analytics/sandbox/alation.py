@@ -185,7 +185,7 @@ class AlationService(Service):
         self._store("execution_batch", rec)
         return rec
 
-    def _add_event(self, batch: dict) -> dict:
+    def _add_event(self, batch: dict, *, with_result: bool = False) -> dict:
         rng = self.rng
         self._ev_time = getattr(self, "_ev_time", {})
         eid = len(self.data["execution_event"]) + 1
@@ -196,6 +196,8 @@ class AlationService(Service):
         query = self.by_id["query"][batch["query_id"]]
         error = "ERROR: relation \"x\" does not exist" if rng.random() < 0.08 else None
         has_result = error is None and query["id"] % 10 != 3 and rng.random() < 0.5
+        if with_result:  # a run that certainly cached a result (rerun_query)
+            error, has_result = None, True
         rows = rng.randrange(0, 5000)
         result = None
         if has_result:
@@ -299,13 +301,16 @@ class AlationService(Service):
         return buf.getvalue()
 
     # -- growth and test hooks -----------------------------------------------------
+    def _latest_time(self) -> dt.datetime:
+        return max([*self._ev_time.values(), *self._batch_time.values(),
+                    *(instant(q["ts_last_saved"]) for q in self.data["query"]),
+                    *(instant(r["ts_sent_to_broker"]) for r in self.data["scheduled_run"]),
+                    *(instant(s["ts_start"]) for s in self.data["execution_session"])])
+
     def add_newer_records(self, n: int) -> None:
         """n newer records on every list endpoint: later timestamps, newer ids."""
         with self.lock:
-            latest = max([*self._ev_time.values(), *self._batch_time.values(),
-                          *(instant(q["ts_last_saved"]) for q in self.data["query"]),
-                          *(instant(r["ts_sent_to_broker"]) for r in self.data["scheduled_run"]),
-                          *(instant(s["ts_start"]) for s in self.data["execution_session"])])
+            latest = self._latest_time()
             base = latest.replace(microsecond=0) + dt.timedelta(minutes=1)
             for i in range(n):
                 when = base + dt.timedelta(seconds=10 * i, microseconds=123456)
@@ -318,6 +323,20 @@ class AlationService(Service):
             self._index_latest()
             self.version += 1
             self._cache.clear()
+
+    def rerun_query(self, query_id: int) -> int:
+        """The query runs again now (a new session, batch and event, later than all data)
+        and caches a new result, which becomes its latest: returns the new result id."""
+        with self.lock:
+            when = self._latest_time().replace(microsecond=0) + dt.timedelta(
+                minutes=1, microseconds=654321)
+            session = self._add_session(query_id, when, scheduled=False)
+            batch = self._add_batch(session, when + dt.timedelta(seconds=1))
+            event = self._add_event(batch, with_result=True)
+            self._index_latest()
+            self.version += 1
+            self._cache.clear()
+            return int(event["result"]["id"])
 
     def fail_next(self, status: int, count: int = 1, path_prefix: str = API,
                   body: bytes = b"<html>Service Unavailable</html>",
