@@ -8,8 +8,8 @@ from http import HTTPStatus
 
 from tap_analytics.alation import schemas
 from tap_analytics.alation.client import AlationStream
-from tap_analytics.alation.timestamps import normalize_timestamps
 from tap_analytics.alation.parsers import CSVFormatError, parse_result_csv
+from tap_analytics.alation.timestamps import normalize_timestamps
 from tap_analytics.common.errors import TapAnalyticsError
 from tap_analytics.common.prefetch import OrderedPrefetch
 from tap_analytics.common.sessions import ThreadSessions
