@@ -228,6 +228,34 @@ def test_a_page_that_keeps_failing_stops_after_the_pages_before_it(sb: Sandbox) 
     assert_same_output(sequential, concurrent)
 
 
+def test_a_failing_page_past_the_end_is_dropped_not_retried(sb: Sandbox) -> None:
+    # 100 events, pages of 10: the empty page at offset 100 ends the stream; the pages
+    # asked ahead of it (110, 120, ...) answer 503. Their retries stop when the look-ahead
+    # closes: the run ends as the sequential one, without waiting out 5 tries of each.
+    reference, _ = _sync(sb, config_for(sb, 10, 1, max_tries=5))
+    seen: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+
+    def override(request: Request) -> Response | None:
+        skip = int(request.param("skip") or 0)
+        if request.path != EVENTS or skip <= 100:
+            return None
+        with lock:
+            seen[skip] += 1
+        return Response(status=503, body=b"busy", content_type="text/plain",
+                        faultable=False)
+
+    sb.alation.faults = Faults(override=override, paths=(EVENTS,))
+    try:
+        concurrent, _ = _sync(sb, config_for(sb, 10, 4, max_tries=5))
+    finally:
+        sb.alation.faults = Faults()
+    assert_same_output(reference, concurrent)
+    assert seen, "no page past the end was asked: the test proved nothing"
+    assert max(seen.values()) <= 2, seen  # the first try, at most one retry under way
+    assert not _worker_threads()
+
+
 # -- kill mid-sync, resume ---------------------------------------------------------------
 def test_kill_mid_sync_then_resume_loses_nothing(sb: Sandbox) -> None:
     config = config_for(sb, 10, 4)

@@ -191,3 +191,28 @@ def test_short_key_lists_end_cleanly() -> None:
     assert list(ordered_prefetch(lambda k: k + 1, [], 4)) == []
     assert list(ordered_prefetch(lambda k: k + 1, [1, 2], 4)) == [2, 3]
     assert not _prefetch_threads()
+
+
+def test_a_running_fetch_sees_closing_and_can_give_up() -> None:
+    started = threading.Event()
+    gave_up: list[int] = []
+    holder: dict[str, OrderedPrefetch] = {}
+
+    def fetch(key: int) -> int:
+        if key == 0:
+            return 0
+        started.set()
+        # e.g. a retry loop: wait for the next try, stop when the result will be dropped
+        assert holder["p"].closing.wait(WAIT)
+        gave_up.append(key)
+        raise RuntimeError("dropped")  # retrieved by close(), never raised to the caller
+
+    prefetch = OrderedPrefetch(fetch, range(3), 2)
+    holder["p"] = prefetch
+    assert not prefetch.closing.is_set()
+    assert next(prefetch) == 0
+    assert started.wait(WAIT)
+    prefetch.close()
+    assert prefetch.closing.is_set()
+    assert gave_up  # the running fetch saw `closing` and ended; close() waited for it
+    assert not _prefetch_threads()

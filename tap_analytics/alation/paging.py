@@ -263,10 +263,10 @@ class PagingMixin:
                 break
         if in_flight <= 1 or paginator.finished:
             return
-        yield from self._fetched_ahead(context, paginator, send, in_flight)
+        yield from self._fetched_ahead(context, paginator, in_flight)
 
     def _fetched_ahead(self, context: Context | None, paginator: ShortPagePaginator,
-                       send: t.Callable[..., requests.Response], in_flight: int
+                       in_flight: int
                        ) -> t.Iterator[tuple[requests.PreparedRequest, requests.Response]]:
         # Requests are prepared here, in the sync's thread (the prefetcher reads the
         # offsets as it submits them); the workers only send them.
@@ -279,10 +279,21 @@ class PagingMixin:
                   ) -> tuple[int, requests.PreparedRequest, requests.Response]:
             offset, prepared = item
             sessions.for_this_thread()  # requests_session is now this thread's own
-            return offset, prepared, send(prepared, context)
+            return offset, prepared, send_ahead(prepared, context)
 
         prefetch = OrderedPrefetch(fetch, planned, in_flight,
                                    thread_name=f"tap-analytics-{self.name}")
+
+        def request_unless_dropped(prepared: requests.PreparedRequest,
+                                   ctx: Context | None) -> requests.Response:
+            # Each try (the first, and every retry after a backoff wait) first checks
+            # that the stream still wants the page: one past the end, or after an
+            # error, is not retried while the look-ahead closes.
+            if prefetch.closing.is_set():
+                raise DroppedPage(prepared.path_url)
+            return self._request(prepared, ctx)
+
+        send_ahead = self.request_decorator(request_unless_dropped)
         self.__dict__["_thread_sessions"] = sessions
         self.__dict__["_prefetch"] = prefetch
         try:
@@ -303,6 +314,11 @@ class PagingMixin:
         """Page requests sent ahead and not answered yet (for the progress line)."""
         prefetch = self.__dict__.get("_prefetch")
         return prefetch.in_flight if prefetch is not None else 0
+
+
+class DroppedPage(Exception):
+    """A page request given up because its page will not be used (never retried, never
+    raised to the user: the look-ahead drops it)."""
 
 
 class _At(t.NamedTuple):

@@ -10,7 +10,9 @@ arrives (alation/paging.py); nothing in it knows about HTTP.
   reached, after every result before it was handed out; the later results are dropped.
 - Stopping: the caller stops whenever it likes (e.g. on a short page) and calls `close()`
   (or leaves the `with` block): fetches not started are cancelled, running ones are waited
-  for and their results dropped. No worker thread is left running after `close()`.
+  for and their results dropped. No worker thread is left running after `close()`. A
+  fetch may watch the `closing` event to give up early (e.g. not to retry a request
+  whose result will be dropped).
 - Bounded: at most `max_in_flight` fetches are submitted and not yet handed out; `keys`
   may be endless (it is read only as far as needed).
 - `max_in_flight == 1` uses no thread: each `fetch` runs in the caller's thread when its
@@ -20,6 +22,7 @@ arrives (alation/paging.py); nothing in it knows about HTTP.
 from __future__ import annotations
 
 import collections
+import threading
 import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -46,6 +49,8 @@ class OrderedPrefetch(t.Generic[K, R]):
         self._thread_name = thread_name
         self._keys_done = False
         self._closed = False
+        #: Set when close() starts: results still being fetched will be dropped.
+        self.closing = threading.Event()
         #: Results handed out so far.
         self.delivered = 0
 
@@ -112,6 +117,7 @@ class OrderedPrefetch(t.Generic[K, R]):
     # -- stopping ------------------------------------------------------------------
     def close(self) -> None:
         """Cancel what has not started, wait for what is running, drop every result."""
+        self.closing.set()
         self._closed = True
         pending, self._pending = self._pending, collections.deque()
         for future in pending:
