@@ -37,8 +37,9 @@ SETTINGS = th.Property(
             "max_concurrent_requests",
             th.IntegerType,
             default=4,
-            description="List pages fetched ahead, in flight at once per stream (1 to 16; "
-            "1: one request at a time). Pages are still emitted strictly in order.",
+            description="Requests in flight at once per stream (1 to 16; 1: one at a time): "
+            "list pages fetched ahead, and the next result queries' requests. Records "
+            "are still emitted strictly in order.",
         ),
         th.Property(
             "max_tries",
