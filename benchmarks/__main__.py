@@ -1,6 +1,6 @@
 """`python -m benchmarks`: every benchmark in one run, then a goal / PASS / FAIL table.
 
-    .venv/bin/python -m benchmarks                 # all four sections (~5-6 min on 2 cores)
+    .venv/bin/python -m benchmarks                 # every section (~10 min on 2 cores)
     .venv/bin/python -m benchmarks --quick         # smaller sizes, one repeat (a smoke run)
     .venv/bin/python -m benchmarks --sections 1,3  # some sections only
     .venv/bin/python -m benchmarks --json out.json # also write every number as JSON
@@ -31,7 +31,7 @@ def _fmt(x: float, digits: int = 2) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="1,2,3,4")
+    parser.add_argument("--sections", default="1,2,3,4,5")
     parser.add_argument("--quick", action="store_true",
                         help="20k events / 20k+200k rows, one repeat")
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant (>=3)")
@@ -149,6 +149,25 @@ def main(argv: list[str] | None = None) -> int:
         goals.append(("4  Insights: never more than 2 queries in flight, no 429",
                       f"max {r4['max_pending']}, {r4['rejected_429']} x 429",
                       r4["max_pending"] <= 2 and r4["rejected_429"] == 0))
+
+    if "5" in sections:
+        from benchmarks import latency
+
+        _log(f"\n== 5. Full Alation sync at {latency.LATENCY_S * 1000:.0f} ms per request: "
+             "1 vs 4 requests in flight vs a plain extractor ==")
+        r5 = latency.run(repeats=repeats, log=_log)
+        results["latency"] = r5
+        m = r5["medians"]
+        _log(f"    median wall s: tap 1 in flight {_fmt(m['tap_1'])}, tap 4 in flight "
+             f"{_fmt(m['tap_4'])}, plain {_fmt(m['plain'])}; requests {r5['requests']}; "
+             f"records {sum(r5['records'].values()):,}")
+        goals.append(("5  syncs exit 0; 1 vs 4 in flight: identical records", "",
+                      r5["ok"] and r5["identical_tap_1_vs_4"]))
+        goals.append(("5  plain extractor: the same record keys as the tap", "",
+                      all(r5["same_keys_plain_vs_tap"].values())))
+        goals.append(("5  4 in flight <= 0.35x 1 in flight (wall)",
+                      f"{r5['ratio_4_vs_1']:.2f}x ({r5['ratio_4_vs_plain']:.2f}x plain)",
+                      r5["ratio_4_vs_1"] <= 0.35))
 
     elapsed = time.monotonic() - started
     _log(f"\n== Goals ({elapsed / 60:.1f} min) ==")

@@ -195,6 +195,9 @@ def test_short_last_page_ends_paging() -> None:
         config = sb.config()
         config["alation"]["page_size"] = 40
         config["alation"]["result_query_ids"] = []
+        # One request at a time: the exact request count. With pages fetched ahead, up
+        # to max_concurrent_requests more are sent and dropped (test_alation_concurrent).
+        config["alation"]["max_concurrent_requests"] = 1
         run_inprocess(config)
         for stream, (kind, _, _, _) in STREAMS.items():
             n = len(sb.alation.data[kind])

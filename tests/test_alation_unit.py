@@ -298,7 +298,7 @@ def test_a_broken_state_bookmark_is_one_clear_error() -> None:
     "0000-01-01T00:00:00.000000Z",
 ])
 def test_the_timestamp_fast_path_never_lets_an_impossible_date_through(value: str) -> None:
-    from tap_analytics.alation.client import normalize_ts
+    from tap_analytics.alation.timestamps import normalize_ts
 
     with pytest.raises(ValueError):
         normalize_ts(value)
@@ -309,7 +309,7 @@ def test_the_timestamp_fast_path_never_lets_an_impossible_date_through(value: st
 def test_the_timestamp_fast_path_equals_normalize(
     moment: dt.datetime, sep: str, suffix: str
 ) -> None:
-    from tap_analytics.alation.client import normalize_ts
+    from tap_analytics.alation.timestamps import normalize_ts
     from tap_analytics.common.timeutil import normalize
 
     text = moment.strftime(f"%Y-%m-%d{sep}%H:%M:%S.%f") + suffix

@@ -112,6 +112,12 @@ CASES: list[tuple[str, t.Callable[[dict], None], str | tuple[str, ...]]] = [
     ("alation_result_query_ids_strings", setter("alation.result_query_ids", ["a", "b"]),
      "alation.result_query_ids"),
     ("alation_token_wrong_type", setter("alation.api_token", 12345678), "alation.api_token"),
+    ("alation_max_concurrent_requests_0", setter("alation.max_concurrent_requests", 0),
+     "alation.max_concurrent_requests"),
+    ("alation_max_concurrent_requests_17", setter("alation.max_concurrent_requests", 17),
+     "alation.max_concurrent_requests"),
+    ("alation_max_concurrent_requests_string", setter("alation.max_concurrent_requests", "4"),
+     "alation.max_concurrent_requests"),
     ("alation_max_tries_0", setter("alation.max_tries", 0), "alation.max_tries"),
     # scuba
     ("scuba_token_missing", setter("scuba.api_token", DELETE), "scuba.api_token"),

@@ -18,7 +18,7 @@ from singer_sdk import typing as th
 from singer_sdk.io_base import SingerWriter
 from test_fastpath import comparable, make_tap, run_binary, sdk_conform
 
-from tap_analytics.alation.client import (
+from tap_analytics.alation.timestamps import (
     TsPaths,
     compile_page_normalizer,
     normalize_ts,

@@ -21,7 +21,7 @@ from test_fastpath import SCHEMA, comparable, make_tap, run_binary
 from test_fastpath import records as record_strategy
 from test_fastpath_state import EVENT_PATHS, LEAF_SCHEMA, STAMPS, _event, normalize_at_paths
 
-from tap_analytics.alation.client import compile_page_normalizer
+from tap_analytics.alation.timestamps import compile_page_normalizer
 from tap_analytics.alation.schemas import EXECUTION_EVENTS
 from tap_analytics.common.fastpath import (
     FastRecordsMixin,

@@ -158,6 +158,22 @@ def test_ca_bundle_makes_the_sync_succeed(
         assert len(result.records.get(stream, [])) == len(rows), stream
 
 
+def test_ca_bundle_holds_for_pages_fetched_ahead(
+    https_alation: tuple[AlationService, str], pki: Pki
+) -> None:
+    # Small pages, 4 in flight: most pages go out on worker threads' own sessions, which
+    # must trust the same CA bundle (and still verify: see the tests around this one).
+    service, url = https_alation
+    config = config_for(service, url, ca_bundle=str(pki.ca_pem))
+    config["alation"].update(page_size=3, max_concurrent_requests=4)
+    result = run_cli(config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "requests in flight" in result.stderr
+    expected = alation_expected(service)
+    for stream, rows in expected.items():
+        assert len(result.records.get(stream, [])) == len(rows), stream
+
+
 def test_a_ca_bundle_of_another_ca_fails(
     https_alation: tuple[AlationService, str], pki: Pki
 ) -> None:

@@ -11,6 +11,9 @@ if t.TYPE_CHECKING:
     from singer_sdk import Stream, Tap
 
 MAX_PAGE_SIZE = 10_000
+#: alation.max_concurrent_requests: from 1 (sequential) to this.
+MAX_CONCURRENT_REQUESTS = 16
+DEFAULT_CONCURRENT_REQUESTS = 4
 
 
 def validate(block: t.Any) -> None:
@@ -28,6 +31,12 @@ def validate(block: t.Any) -> None:
         or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids)
     ):
         raise ConfigError("alation.result_query_ids", "must be a list of query ids (integers)")
+    in_flight = block.get("max_concurrent_requests", DEFAULT_CONCURRENT_REQUESTS)
+    if isinstance(in_flight, bool) or not isinstance(in_flight, int) or not (
+        1 <= in_flight <= MAX_CONCURRENT_REQUESTS
+    ):
+        raise ConfigError("alation.max_concurrent_requests",
+                          f"must be an integer from 1 to {MAX_CONCURRENT_REQUESTS}")
     for name in ("max_tries", "request_timeout_seconds"):
         value = block.get(name)
         if value is not None and (

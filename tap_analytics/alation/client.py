@@ -3,19 +3,13 @@
 TOKEN header, limit/skip paging (ends on a short page), server-side bookmark filters,
 timestamp normalisation and the error taxonomy live here; leaf streams are declarative.
 
-Mid-stream resume: the list endpoints have no usable order for the bookmarks, so the
-bookmark only moves when a stream completes. After every fully emitted page the stream
-writes a STATE whose stream entry carries a `resume` marker (the filters this run uses, the
-offset of the next page, the last record of the page before, the highest value emitted so
-far); a run killed mid-stream and re-run from that STATE reads the same record set from one
-page before that offset, and drops the records of that overlap page up to the recorded last
-record. See `AlationStream.checkpoint` and docs/alation.md.
+Paging and the mid-stream resume marker: alation/paging.py; timestamps:
+alation/timestamps.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 import typing as t
 from http import HTTPStatus
@@ -23,10 +17,10 @@ from urllib.parse import urlparse
 
 import msgspec
 from singer_sdk.exceptions import FatalAPIError
-from singer_sdk.pagination import OffsetPaginator
-from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 from singer_sdk.streams.rest import HTTPRequest, PageContext
 
+from tap_analytics.alation.paging import PagingMixin, ShortPagePaginator
+from tap_analytics.alation.timestamps import TsPaths, compile_page_normalizer, timestamp_paths
 from tap_analytics.common.errors import TapAnalyticsError, one_line, redact
 from tap_analytics.common.fastsync import PartialPage
 from tap_analytics.common.http import AnalyticsStream, body_detail
@@ -36,150 +30,12 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context
 
-#: A field holding a timestamp: `ts_*` (ts_executed, ts_last_saved ...) or `*_at`
-#: (executed_at, finished_at). Normalised wherever it appears, nested objects included.
-TIMESTAMP_FIELD = re.compile(r"^ts_|_at$")
-
 API_PREFIX = "/integration/v1"
 
 #: msgspec parses a page ~2x faster than json.loads, to the same Python values.
 _MSGSPEC_DECODE = msgspec.json.Decoder().decode
 
-#: The key of the mid-stream resume marker in a stream's STATE entry.
-RESUME_KEY = "resume"
-
-
-# The two styles Alation sends, already in UTC: a fast path before the general parser.
-# (ASCII digits only: `\d` would also match other scripts' digits, which normalize()
-# converts.) Both are 27 or 32 characters: "YYYY-MM-DD[T ]HH:MM:SS.ffffff(Z|+00:00)".
-# Only values that are certainly valid take it (days 01-28, months 01-12, ...): days
-# 29-31 and anything odd go to normalize(), which rejects an impossible date.
-_FAST_TS = re.compile(
-    r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
-    r"[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(?:Z|\+00:00)"
-)
-_fast_ts_match = _FAST_TS.fullmatch
-
-
-def normalize_ts(value: str) -> str | None:
-    """normalize() with a fast path for Alation's two usual UTC styles."""
-    if _fast_ts_match(value) is not None:
-        if len(value) == 32 and value[10] == "T":
-            return value  # already in the tap's format
-        return value[:10] + "T" + value[11:26] + "+00:00"
-    return normalize(value)
-
-
-TsPaths = dict[str, t.Any]
-
-
-def timestamp_paths(schema: dict) -> TsPaths:
-    """Where the date-time fields of a schema are: {field: True | {sub paths}}.
-
-    Arrays and objects are walked the same way (a list node applies to each item).
-    """
-    paths: TsPaths = {}
-    for name, prop in (schema.get("properties") or {}).items():
-        if prop.get("format") == "date-time":
-            paths[name] = True
-            continue
-        node = prop.get("items", prop) if "array" in _types(prop) else prop
-        if "object" in _types(node):
-            sub = timestamp_paths(node)
-            if sub:
-                paths[name] = sub
-    return paths
-
-
-def _types(prop: dict) -> list[str]:
-    type_ = prop.get("type") or []
-    return [type_] if isinstance(type_, str) else list(type_)
-
-
-def _dicts_in(values: list) -> list[dict]:
-    """The dicts among `values`, lists walked (lists of objects, lists of lists)."""
-    out: list[dict] = []
-    for value in values:
-        if value.__class__ is dict:
-            out.append(value)
-        elif isinstance(value, list):
-            out.extend(_dicts_in(value))
-        elif isinstance(value, dict):
-            out.append(value)
-    return out
-
-
-def compile_page_normalizer(paths: TsPaths) -> t.Callable[[list], None]:
-    """Normalise, in place, the timestamp fields named by `paths` (see timestamp_paths)
-    of every row of a page: `normalize_page(rows)`, compiled once per stream, one field
-    at a time over all rows (nested objects, in lists too: over all of them at once);
-    other values are left alone. A bad value raises ValueError naming its field, maybe
-    after other rows were normalised: a caller finds the bad row by running it again a
-    row at a time (`normalize_page([row])`; a normalised value is given back unchanged)."""
-    steps = [(key, None if sub is True else compile_page_normalizer(sub))
-             for key, sub in paths.items()]
-    fast_match = _fast_ts_match
-
-    def normalize_page(rows: list) -> None:
-        if not all(row.__class__ is dict for row in rows):
-            rows = _dicts_in(rows)
-        for key, sub in steps:
-            if sub is not None:
-                nested = [value for row in rows if (value := row.get(key)) is not None]
-                if nested:
-                    sub(nested)
-                continue
-            for row in rows:
-                value = row.get(key)
-                if value is None:
-                    continue
-                if value.__class__ is str and fast_match(value) is not None:
-                    if len(value) != 32 or value[10] != "T":
-                        row[key] = value[:10] + "T" + value[11:26] + "+00:00"
-                elif isinstance(value, str):
-                    try:
-                        row[key] = normalize_ts(value)
-                    except ValueError as exc:
-                        raise ValueError(f"field '{key}': {exc}") from None
-
-    return normalize_page
-
-
-def normalize_timestamps(node: t.Any) -> t.Any:
-    """Normalise every timestamp field of a record, in place, at any depth."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if isinstance(value, str) and TIMESTAMP_FIELD.search(key):
-                try:
-                    node[key] = normalize_ts(value)
-                except ValueError as exc:
-                    raise ValueError(f"field '{key}': {exc}") from None
-            elif isinstance(value, (dict, list)):
-                normalize_timestamps(value)
-    elif isinstance(node, list):
-        for item in node:
-            normalize_timestamps(item)
-    return node
-
-
-class ShortPagePaginator(OffsetPaginator):
-    """limit/skip paging that stops on a short page: no extra empty request."""
-
-    def __init__(self, stream: AlationStream, page_size: int, start_value: int = 0) -> None:
-        super().__init__(start_value=start_value, page_size=page_size)
-        self._stream = stream
-
-    def has_more(self, response: requests.Response) -> bool:
-        # parse_response has consumed the page before the SDK advances the paginator.
-        return self._stream.last_page_count >= self.page_size
-
-    def continue_if_empty(self, response: requests.Response) -> bool:
-        # A resumed run's overlap page can hold only records emitted before the
-        # interruption: parse_response then yields none of a page that was not empty.
-        return self._stream.last_page_count > 0
-
-
-class AlationStream(AnalyticsStream):
+class AlationStream(PagingMixin, AnalyticsStream):
     """Base for Alation list endpoints (`GET /integration/v1/...`)."""
 
     source_name = "Alation"
@@ -220,6 +76,19 @@ class AlationStream(AnalyticsStream):
     @property
     def page_size(self) -> int:
         return int(self.source_config.get("page_size") or 500)
+
+    @property
+    def max_concurrent_requests(self) -> int:
+        """Page requests in flight at once (alation.max_concurrent_requests; 1: sequential)."""
+        return int(self.source_config.get("max_concurrent_requests") or 4)
+
+    @property
+    def requests_session(self) -> requests.Session:
+        """The stream's session; in a page worker thread, that thread's own (see
+        PagingMixin.page_responses: requests.Session is not thread-safe)."""
+        sessions = self.__dict__.get("_thread_sessions")
+        session = sessions.current() if sessions is not None else None
+        return session if session is not None else super().requests_session
 
     def get_new_paginator(self) -> ShortPagePaginator:
         self._paginator = ShortPagePaginator(
@@ -289,164 +158,6 @@ class AlationStream(AnalyticsStream):
         if end is not None:
             params[f"{self.replication_key}__lt"] = end
         return params
-
-    # -- mid-stream resume -----------------------------------------------------------
-    @property
-    def resumable(self) -> bool:
-        """Incremental list streams resume mid-stream (not a catalog-forced FULL_TABLE)."""
-        return bool(self.replication_key) and (
-            self.replication_method == REPLICATION_INCREMENTAL)
-
-    def resume_marker(self, context: Context | None) -> dict[str, t.Any] | None:
-        """The `resume` marker of this stream's STATE entry, checked; None if absent.
-
-        A marker that does not fit this stream (hand-edited, another replication key) is
-        ignored with a warning: the stream then re-reads from its bookmark, losing nothing.
-        """
-        if not self.resumable:
-            return None
-        marker = self.get_context_state(context).get(RESUME_KEY)
-        if marker is None:
-            return None
-        problem = self._marker_problem(marker)
-        if problem is None:
-            return marker
-        if not self.__dict__.get("_marker_warned"):
-            self.__dict__["_marker_warned"] = True
-            self.logger.warning(
-                "Alation stream '%s': the STATE resume marker is ignored (%s); "
-                "the stream is read again from its bookmark", self.name, problem)
-        return None
-
-    def _marker_problem(self, marker: t.Any) -> str | None:
-        if not isinstance(marker, dict):
-            return "not an object"
-        if marker.get("replication_key") != self.replication_key:
-            return f"it is for replication key {marker.get('replication_key')!r}"
-        skip = marker.get("skip")
-        if type(skip) is not int or skip < 0:
-            return "'skip' is not a non-negative integer"
-        for name in ("filter_start", "filter_end", "max_value"):
-            value = marker.get(name)
-            if value is None:
-                continue
-            if self.is_timestamp_replication_key:
-                try:
-                    ok = isinstance(value, str) and normalize(value) == value
-                except ValueError:
-                    ok = False
-            else:
-                ok = type(value) is int
-            if not ok:
-                return f"{name!r} is not a {self.replication_key} value"
-        if not self.is_timestamp_replication_key and marker.get("filter_end") is not None:
-            return "'filter_end' is set for an id bookmark"
-        return None
-
-    def first_skip(self, context: Context | None) -> int:
-        """Where paging starts: 0, or one page before a resume marker's offset.
-
-        The page of overlap keeps a record from being skipped when records before the
-        offset left the listing since the interruption (the rest shift to lower offsets).
-        """
-        marker = self.resume_marker(context)
-        return max(0, marker["skip"] - self.page_size) if marker else 0
-
-    def begin_run(self, context: Context | None) -> None:
-        """Start the bookkeeping of one sync of this stream (called by get_records)."""
-        marker = self.resume_marker(context)
-        self._run = {
-            "context": context,
-            "marker": dict(marker) if marker else None,
-            "start_skip": self.first_skip(context),
-            "max_value": marker.get("max_value") if marker else None,
-            "last_key": None,
-            # BATCH mode: records wait in a batch file until its BATCH message, so a STATE
-            # written mid-page would claim records not yet delivered: the SDK's STATE only.
-            "checkpoints": self.get_batch_config(self.config) is None,
-        }
-        if marker:
-            self.logger.info(
-                "Alation stream '%s': resuming an interrupted sync at offset %d "
-                "(filters %s .. %s)", self.name, self._run["start_skip"],
-                marker["filter_start"], marker["filter_end"])
-
-    def checkpoint(self, page_skip: int) -> None:
-        """Write the resume marker for the pages before `page_skip` and emit a STATE.
-
-        Called when the page at `page_skip` has been received: the SDK consumes records
-        lazily (RESTStream.request_records asks for the next page only after the previous
-        page's last record went through _sync_records: written and counted in the
-        bookmark), so every record of the earlier pages has been emitted by now. The
-        bookmark itself does not move (the listing is unsorted); the marker does.
-        """
-        run = self._run
-        if run is None or not run["checkpoints"] or page_skip <= run["start_skip"]:
-            return
-        start, end = self.filter_bounds(run["context"])
-        self.get_context_state(run["context"])[RESUME_KEY] = {
-            "replication_key": self.replication_key,
-            "filter_start": start,
-            "filter_end": end,
-            "skip": page_skip,
-            "last_key": run["last_key"],
-            "max_value": run["max_value"],
-        }
-        self.write_state_now()
-
-    def write_state_now(self) -> None:
-        """Emit a STATE message mid-stream.
-
-        singer-sdk 0.54.9 has no public way for a stream to do this: the private
-        `Stream._write_state_message` writes the tap state through the tap's StateWriter,
-        but only when `state_manager.is_flushed` is False (each RECORD clears it). A page
-        whose records were all dropped leaves it set, so it is cleared first.
-        Checked against singer-sdk 0.54.9.
-        """
-        self.state_manager.is_flushed = False
-        self._write_state_message()
-
-    def end_run(self, context: Context | None) -> None:
-        """The stream completed: drop the marker; the bookmark covers the earlier runs.
-
-        The SDK sets the final bookmark to the highest value emitted by this run; records
-        emitted before an interruption may be higher, so that value is counted too.
-        """
-        run, self._run = self._run, None
-        self.get_context_state(context).pop(RESUME_KEY, None)
-        marker = run["marker"] if run else None
-        if marker and marker.get("max_value") is not None and self.replication_key:
-            self.state_manager.increment_state(
-                {self.replication_key: marker["max_value"]},
-                context=context,
-                replication_key=self.replication_key,
-            )
-
-    def _overlap(self, payload: list[dict]) -> list[dict]:
-        """Of a resumed run's first (overlap) page, the records after the marker's last
-        record; the whole page when that record is not on it (the listing moved)."""
-        marker = self._run["marker"] if self._run else None
-        if not marker or marker["skip"] <= self._run["start_skip"]:  # type: ignore[index]
-            return payload
-        last_key = marker.get("last_key")
-        keys = [self._key_of(rec) for rec in payload]
-        if last_key is not None and last_key in keys:
-            at = len(keys) - 1 - keys[::-1].index(last_key)
-            self.logger.info(
-                "Alation stream '%s': %d records of the overlap page were emitted "
-                "before the interruption", self.name, at + 1)
-            return payload[at + 1:]
-        self.logger.info(
-            "Alation stream '%s': the listing moved since the interruption; "
-            "the overlap page is read again whole", self.name)
-        return payload
-
-    def _key_of(self, record: dict) -> t.Any:
-        keys = self.primary_keys or ()
-        if len(keys) != 1:
-            return None
-        value = record.get(keys[0])
-        return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
 
     # -- response ------------------------------------------------------------------
     def validate_response(self, response: requests.Response) -> None:
@@ -518,12 +229,15 @@ class AlationStream(AnalyticsStream):
                 payload = self._overlap(payload)
         elapsed = max(time.monotonic() - self.__dict__.get("_started", time.monotonic()), 1e-6)
         self.logger.info(
-            "Alation stream '%s': page %d done (%d records, %d so far, %.0f records/s)",
+            "Alation stream '%s': page %d done (%d records, %d so far, %.0f records/s, "
+            "%.1f pages/s, %d requests in flight)",
             self.name,
             self.pages_done,
             self.last_page_count,
             self.records_seen,
             self.records_seen / elapsed,
+            self.pages_done / elapsed,
+            self.requests_in_flight,
         )
         return payload
 
@@ -611,35 +325,6 @@ class AlationStream(AnalyticsStream):
             # The start this run filters on (a resumed run: the interrupted run's).
             self.__dict__["_skip_at"] = mark if mark == self.filter_bounds(context)[0] else None
         return self.__dict__["_skip_at"]
-
-    def request_pages(self, context: Context | None) -> t.Iterator[list[dict]]:
-        """The SDK's `RESTStream.request_records` (singer-sdk 0.54.9), one list of
-        records per response instead of one record at a time: the same paginator calls,
-        request counter, sync costs and stop on an empty page. Only the private
-        `_prepare_request` of the SDK is called (this stream has no `prepare_request`)."""
-        paginator = self.get_new_paginator()
-        decorated_request = self.request_decorator(self._request)
-        pages = 0
-        with self.get_http_request_counter() as request_counter:
-            request_counter.with_context(context)
-            while not paginator.finished:
-                prepared_request = self._prepare_request(context=context, page=paginator)
-                resp = decorated_request(prepared_request, context)
-                request_counter.increment()
-                self.update_sync_costs(prepared_request, resp, context)
-                records = self.parse_response(resp)
-                if not isinstance(records, list):
-                    records = list(records)
-                if not records:
-                    if paginator.continue_if_empty(resp):
-                        paginator.advance(resp)
-                        continue
-                    self.log("Pagination stopped after %d pages because no records were "
-                             "found in the last response", pages)
-                    break
-                yield records
-                pages += 1
-                paginator.advance(resp)
 
     def request_records(self, context: Context | None) -> t.Iterable[dict]:
         for page in self.request_pages(context):

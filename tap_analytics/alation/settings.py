@@ -34,6 +34,14 @@ SETTINGS = th.Property(
             "`alation_query_results`.",
         ),
         th.Property(
+            "max_concurrent_requests",
+            th.IntegerType,
+            default=4,
+            description="Requests in flight at once per stream (1 to 16; 1: one at a time): "
+            "list pages fetched ahead, and the next result queries' requests. Records "
+            "are still emitted strictly in order.",
+        ),
+        th.Property(
             "max_tries",
             th.IntegerType,
             default=5,

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import typing as t
 from http import HTTPStatus
 
 from tap_analytics.alation import schemas
-from tap_analytics.alation.client import AlationStream, normalize_timestamps
+from tap_analytics.alation.client import AlationStream
 from tap_analytics.alation.parsers import CSVFormatError, parse_result_csv
+from tap_analytics.alation.timestamps import normalize_timestamps
 from tap_analytics.common.errors import TapAnalyticsError
+from tap_analytics.common.prefetch import OrderedPrefetch
+from tap_analytics.common.sessions import ThreadSessions
+
+#: The key, in `alation_query_results`' STATE entry, of the result ids already emitted.
+RESULT_IDS_KEY = "result_ids"
 
 if t.TYPE_CHECKING:
     import requests
@@ -64,12 +71,27 @@ class ScheduledRunsStream(AlationStream):
     schema = schemas.SCHEDULED_RUNS
 
 
+class _Fetched(t.NamedTuple):
+    """What was fetched for one result query: `response` is the CSV response, or the
+    latest-result 404, or None when the result is unchanged since the last run."""
+
+    query_id: int
+    result_id: int | None
+    meta: dict[str, t.Any]
+    response: requests.Response | None
+
+
 class QueryResultsStream(AlationStream):
     """Rows of the latest cached result of each `alation.result_query_ids` query.
 
     Per query: GET /query/<id>/result/latest/ (result id, truncated flag, execution
     metadata), then GET /result/<result id>/csv/. A query without an available result
     (404) is logged as a warning and skipped.
+
+    The stream's STATE entry remembers, per query, the result id whose rows were all
+    emitted (`{"result_ids": {"15": 79}}`): a run whose latest result id is the same
+    downloads no CSV and emits nothing for that query. Without a state (a first sync, a
+    full refresh) every query's latest result is read.
     """
 
     name = "alation_query_results"
@@ -80,20 +102,53 @@ class QueryResultsStream(AlationStream):
     tolerated_statuses = frozenset({HTTPStatus.NOT_FOUND})
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        # Timestamps were normalised in _rows_of_query; CSV values stay untouched strings.
+        # Timestamps were normalised in _fetch; CSV values stay untouched strings.
         return row
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        ids = [int(q) for q in self.source_config.get("result_query_ids") or []]
-        for query_id in dict.fromkeys(ids):  # a repeated id is read once
-            yield from self._rows_of_query(query_id)
+        ids = list(dict.fromkeys(int(q) for q in self.source_config.get("result_query_ids")
+                                 or []))  # a repeated id is read once
+        read = self.results_read(context)
+        known = dict(read)  # what the fetches compare with (read on worker threads)
+        # The requests of the next queries go out while this one's rows are emitted
+        # (up to alation.max_concurrent_requests); rows and errors come in query order.
+        in_flight = max(1, min(self.max_concurrent_requests, len(ids)))
+        sessions = ThreadSessions(self.requests_session)
+        fetched = OrderedPrefetch(lambda q: self._fetch(q, known.get(str(q))), ids,
+                                  in_flight, thread_name=f"tap-analytics-{self.name}")
+        self.__dict__["_thread_sessions"] = sessions
+        self.__dict__["_sync_thread"] = threading.get_ident()
+        try:
+            for item in fetched:
+                result_id = yield from self._rows_of(item)
+                if result_id is not None:
+                    # Every row of this result went through the sync loop (emitted).
+                    read[str(item.query_id)] = result_id
+                    self.get_context_state(context)[RESULT_IDS_KEY] = read
+        finally:
+            fetched.close()
+            sessions.close()
+            self.__dict__.pop("_thread_sessions", None)
 
-    def _rows_of_query(self, query_id: int) -> t.Iterator[dict[str, t.Any]]:
-        latest_path = f"/query/{query_id}/result/latest/"
-        response = self.get(latest_path)
+    def results_read(self, context: Context | None) -> dict[str, int]:
+        """{query id (string): result id} of the results already emitted, from STATE.
+        Entries that are not `"<id>": <int>` are ignored (the query is read again)."""
+        stored = self.get_context_state(context).get(RESULT_IDS_KEY)
+        if not isinstance(stored, dict):
+            return {}
+        return {str(k): v for k, v in stored.items()
+                if str(k).isdigit() and type(v) is int}
+
+    def _fetch(self, query_id: int, read_id: int | None) -> _Fetched:
+        """The requests for one query (maybe on a worker thread, with its own session):
+        its latest result, then, unless that result was emitted before (`read_id`), the
+        CSV."""
+        sessions = self.__dict__.get("_thread_sessions")
+        if sessions is not None and threading.get_ident() != self.__dict__.get("_sync_thread"):
+            sessions.for_this_thread()  # a worker: requests_session is now its own
+        response = self.get(f"/query/{query_id}/result/latest/")
         if response.status_code == HTTPStatus.NOT_FOUND:
-            self.warn_no_result(query_id, response)
-            return
+            return _Fetched(query_id, None, {}, response)
         latest = self.decode_json(response)
         if not isinstance(latest, dict) or not isinstance(latest.get("id"), int):
             raise TapAnalyticsError(
@@ -101,6 +156,8 @@ class QueryResultsStream(AlationStream):
                 f"no result id in the response to {self.url_path(response)}",
             )
         result_id = latest["id"]
+        if result_id == read_id:
+            return _Fetched(query_id, result_id, {}, None)
         event = latest.get("execution_event")
         event = event if isinstance(event, dict) else {}
         try:
@@ -114,10 +171,20 @@ class QueryResultsStream(AlationStream):
             **{k: event.get(k) for k in ("executed_at", "finished_at", "seconds_taken",
                                          "canceled", "finished", "execution_error")},
         }
-        csv_response = self.get(f"/result/{result_id}/csv/")
+        return _Fetched(query_id, result_id, meta, self.get(f"/result/{result_id}/csv/"))
+
+    def _rows_of(self, fetched: _Fetched) -> t.Generator[dict[str, t.Any], None, int | None]:
+        """The rows of a query's latest result; returns its result id (None: no result).
+        A result emitted before is not downloaded again: no rows, its id returned."""
+        query_id, result_id, meta, csv_response = fetched
+        if csv_response is None:
+            self.logger.info(
+                "Alation stream '%s': query %d, result %d: unchanged since the last "
+                "run, not downloaded", self.name, query_id, result_id)
+            return result_id
         if csv_response.status_code == HTTPStatus.NOT_FOUND:
             self.warn_no_result(query_id, csv_response)
-            return
+            return None
         if csv_response.headers.get("Content-Type", "").startswith("text/html"):
             # A login or proxy page, not a result (Alation sends CSV, labelled JSON).
             raise TapAnalyticsError(
@@ -142,6 +209,7 @@ class QueryResultsStream(AlationStream):
             self.name, query_id, result_id, count,
             " (truncated by Alation)" if meta["truncated"] else "",
         )
+        return result_id
 
     def warn_no_result(self, query_id: int, response: requests.Response) -> None:
         from tap_analytics.common.http import body_detail

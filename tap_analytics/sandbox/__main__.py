@@ -37,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="data volume multiplier")
     parser.add_argument("--services", default="alation,scuba,insights")
     parser.add_argument("--config-out", help="write the tap config JSON here")
-    parser.add_argument("--error-rate", type=float, default=0.0)
-    parser.add_argument("--reset-rate", type=float, default=0.0)
-    parser.add_argument("--malformed-rate", type=float, default=0.0)
-    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--error-rate", type=float, default=0.0,
+                        help="probability (0..1) of a 500/502/503 answer per request")
+    parser.add_argument("--reset-rate", type=float, default=0.0,
+                        help="probability (0..1) of a connection reset per request")
+    parser.add_argument("--malformed-rate", type=float, default=0.0,
+                        help="probability (0..1) of a 200 JSON body cut in half")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
+                        help="added to every answer, e.g. 0.1 for a realistic remote API")
     parser.add_argument("--no-end-date", action="store_true")
     parser.add_argument("--run-seconds", type=float, default=0.0,
                         help="stop by itself after this long (0: until interrupted)")

@@ -12,24 +12,29 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import functools
 import io
 import random
-import re
 import typing as t
 import uuid
 
-from tap_analytics.common.timeutil import parse_datetime
 from tap_analytics.sandbox import ALATION_TOKEN, DATA_END, DATA_START
+from tap_analytics.sandbox.alation_params import (
+    DEFAULT_ORDER,
+    ORDERINGS,
+    PARAMS,
+    BadRequest,
+    compile_filter,
+    instant,
+    int_or_none,
+    invalid,
+    matches,
+    paging_param,
+)
 from tap_analytics.sandbox.core import Request, Response, Service, json_response, text_response
 
 UTC = dt.timezone.utc
 API = "/integration/v1"
 KINDS = ("query", "execution_session", "execution_batch", "execution_event", "scheduled_run")
-STRING_OPS = {"exact", "iexact", "contains", "icontains", "startswith", "istartswith",
-              "endswith", "iendswith", "regex", "iregex"}
-COMPARE_OPS = {"gt", "gte", "lt", "lte"}
-DATE_PARTS = {"year", "month", "day", "hour", "minute"}
 NOT_FOUND = {"detail": "Not found."}
 
 
@@ -45,203 +50,6 @@ def ts_space(value: dt.datetime) -> str:
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.isoformat(sep=" ", timespec="microseconds")
-
-
-@functools.lru_cache(maxsize=1 << 18)
-def _instant(text: str) -> dt.datetime:
-    return parse_datetime(text)
-
-
-class BadRequest(Exception):
-    def __init__(self, error: str) -> None:
-        super().__init__(error)
-        self.error = error
-
-
-def invalid(values: list[str], param: str) -> BadRequest:
-    return BadRequest(f"Invalid value(s) {values!r} for URL parameter '{param}'")
-
-
-def _sub(*path: str) -> t.Callable[[dict], t.Any]:
-    def get(rec: dict) -> t.Any:
-        node: t.Any = rec
-        for part in path:
-            if not isinstance(node, dict):
-                return None
-            node = node.get(part)
-        return node
-    return get
-
-
-def _schedule(field: str, *sub: str) -> t.Callable[[dict], t.Any]:
-    def get(rec: dict) -> t.Any:
-        schedules = rec.get("schedules") or []
-        return _sub(field, *sub)(schedules[0]) if schedules else None
-    return get
-
-
-def _field(name: str) -> t.Callable[[dict], t.Any]:
-    return lambda rec: rec.get(name)
-
-
-# URL parameters per list endpoint: name -> (type, getter). Types: int str bool dt enum.
-PARAMS: dict[str, dict[str, tuple[str, t.Callable[[dict], t.Any]]]] = {
-    "query": {
-        **{n: ("int", _field(n)) for n in ("id", "datasource_id")},
-        **{n: ("str", _field(n)) for n in ("title", "description", "autosave_content",
-                                           "content")},
-        # has_unsaved_changes: not in the parameter table, but in the doc's examples.
-        **{n: ("bool", _field(n)) for n in ("saved", "published", "has_unsaved_changes")},
-        "ts_last_saved": ("dt", _field("ts_last_saved")),
-        "datasource_title": ("str", _sub("datasource", "title")),
-        "datasource_uri": ("str", _sub("datasource", "uri")),
-        "schedule_enabled": ("bool", _schedule("enabled")),
-        "schedule_cron_expression": ("str", _schedule("cron_expression")),
-        "schedule_ts_last_attempt": ("dt", _schedule("ts_last_attempt")),
-        "schedule_celery_task_name": ("str", _schedule("celery_task_name")),
-        "schedule_username": ("str", _schedule("user", "username")),
-        "schedule_user_is_active": ("bool", _schedule("user", "is_active")),
-        "schedule_db_uri": ("str", _schedule("db_connection", "uri")),
-        "schedule_db_ts_last_used": ("dt", _schedule("db_connection", "ts_last_used")),
-    },
-    "execution_session": {
-        "id": ("int", _field("id")),
-        "client_session_id": ("str", _field("client_session_id")),
-        "query_id": ("int", _field("query_id")),
-        "ts_start": ("dt", _field("ts_start")),
-        "sandbox_id": ("str", _field("sandbox_id")),
-        "is_scheduled": ("bool", _field("is_scheduled")),
-        "batch_id": ("int", _field("batch_ids")),
-    },
-    "execution_batch": {
-        **{n: ("int", _field(n)) for n in ("id", "query_id", "session_id")},
-        "event_id": ("int", lambda r: [e["id"] for e in r.get("events") or []]),
-    },
-    "execution_event": {
-        **{n: ("int", _field(n)) for n in ("id", "query_id", "session_id", "batch_id",
-                                           "index_in_batch", "num_result_rows")},
-        "execution_error": ("str", _field("execution_error")),
-        "canceled": ("bool", _field("canceled")),
-        "ts_executed": ("dt", _field("ts_executed")),
-        "elapsed_seconds": ("float", _field("elapsed_seconds")),
-        "db_username": ("str", _field("db_username")),
-        "session_is_scheduled": ("bool", _field("session_is_scheduled")),  # see _select
-        "datasource_id": ("int", _sub("datasource", "id")),
-        "datasource_title": ("str", _sub("datasource", "title")),
-        "result_id": ("int", _sub("result", "id")),
-        "result_title": ("str", _sub("result", "title")),
-        "result_ts_created": ("dt", _sub("result", "ts_created")),
-        "result_row_count": ("int", _sub("result", "row_count")),
-        "result_byte_count": ("int", _sub("result", "byte_count")),
-        "result_ts_expiration": ("dt", _sub("result", "ts_expiration")),
-        "result_truncated": ("bool", _sub("result", "truncated")),
-        "result_expired": ("bool", _sub("result", "expired")),
-        "result_deleted": ("bool", _sub("result", "deleted")),
-        "result_storage_status": (
-            "enum:IN_PROGRESS,STORED_PART,STORED_ALL,STORED_PREVIEW",
-            _sub("result", "storage_status"),
-        ),
-    },
-    "scheduled_run": {
-        "session_id": ("int", _field("session_id")),
-        "query_id": ("int", _field("query_id")),
-        "query_title": ("str", _field("query_title")),
-        "task_id": ("str", _field("task_id")),
-        **{n: ("dt", _field(n)) for n in ("ts_sent_to_broker", "ts_prerun", "ts_postrun")},
-    },
-}
-
-# order_by choices per endpoint (the doc's lists) -> the field sorted on; None: no order_by.
-ORDERINGS: dict[str, dict[str, str] | None] = {
-    "query": {"id": "id", "title": "title", "description": "description",
-              "last_saved_at": "ts_last_saved", "autosave_content": "autosave_content",
-              "content": "content", "saved": "saved", "published": "published"},
-    "scheduled_run": {"ts_sent_to_broker": "ts_sent_to_broker", "ts_prerun": "ts_prerun",
-                      "ts_postrun": "ts_postrun"},
-    "execution_session": None,
-    "execution_batch": None,
-    "execution_event": None,
-}
-DEFAULT_ORDER = {"scheduled_run": "ts_sent_to_broker"}  # the others: by id
-
-_TRUE = {"true": True, "1": True, "false": False, "0": False}
-
-
-def _parse(kind: str, raw: str, param: str) -> t.Any:
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "bool":
-            return _TRUE[raw.strip().lower()]
-        if kind == "dt":
-            return parse_datetime(raw)
-        if kind.startswith("enum:"):
-            if raw not in kind[5:].split(","):
-                raise ValueError(raw)
-            return raw
-        return raw
-    except (ValueError, KeyError):
-        raise invalid([raw], param) from None
-
-
-def _as_instant(value: t.Any) -> t.Any:
-    return _instant(value) if isinstance(value, str) else value
-
-
-def compile_filter(
-    kind: str, op: str, raw: str, param: str
-) -> t.Callable[[t.Any], bool]:
-    """A predicate on one record value for `param` (= name__op) and its raw argument."""
-    if op == "isnull":
-        want = _parse("bool", raw, param)
-        return lambda v: (v is None) == want
-    if op in STRING_OPS:
-        if kind not in ("str",) and not kind.startswith("enum") and op != "exact":
-            raise invalid([raw], param)
-        if op in ("regex", "iregex"):
-            try:
-                rx = re.compile(raw, re.IGNORECASE if op == "iregex" else 0)
-            except re.error:
-                raise invalid([raw], param) from None
-            return lambda v: isinstance(v, str) and rx.search(v) is not None
-        if op == "exact":
-            target = _parse(kind, raw, param)
-            return (lambda v: _as_instant(v) == target) if kind == "dt" else (
-                lambda v: v == target)
-        low = raw.lower()
-        tests: dict[str, t.Callable[[str], bool]] = {
-            "iexact": lambda v: v.lower() == low,
-            "contains": lambda v: raw in v,
-            "icontains": lambda v: low in v.lower(),
-            "startswith": lambda v: v.startswith(raw),
-            "istartswith": lambda v: v.lower().startswith(low),
-            "endswith": lambda v: v.endswith(raw),
-            "iendswith": lambda v: v.lower().endswith(low),
-        }
-        test = tests[op]
-        return lambda v: isinstance(v, str) and test(v)
-    if op in COMPARE_OPS:
-        if kind == "bool":
-            raise invalid([raw], param)
-        target = _parse(kind, raw, param)
-        cmp = {"gt": lambda a: a > target, "gte": lambda a: a >= target,
-               "lt": lambda a: a < target, "lte": lambda a: a <= target}[op]
-        if kind == "dt":
-            return lambda v: v is not None and cmp(_as_instant(v))
-        return lambda v: v is not None and cmp(v)
-    if op in DATE_PARTS:
-        if kind != "dt":
-            raise invalid([raw], param)
-        part = _parse("int", raw, param)
-        return lambda v: v is not None and getattr(_as_instant(v), op) == part
-    if op == "":
-        target = _parse(kind, raw, param)
-        if kind == "dt":
-            return lambda v: v is not None and _as_instant(v) == target
-        return lambda v: v == target
-    raise invalid([raw], param)
 
 
 class AlationService(Service):
@@ -377,7 +185,7 @@ class AlationService(Service):
         self._store("execution_batch", rec)
         return rec
 
-    def _add_event(self, batch: dict) -> dict:
+    def _add_event(self, batch: dict, *, with_result: bool = False) -> dict:
         rng = self.rng
         self._ev_time = getattr(self, "_ev_time", {})
         eid = len(self.data["execution_event"]) + 1
@@ -388,6 +196,8 @@ class AlationService(Service):
         query = self.by_id["query"][batch["query_id"]]
         error = "ERROR: relation \"x\" does not exist" if rng.random() < 0.08 else None
         has_result = error is None and query["id"] % 10 != 3 and rng.random() < 0.5
+        if with_result:  # a run that certainly cached a result (rerun_query)
+            error, has_result = None, True
         rows = rng.randrange(0, 5000)
         result = None
         if has_result:
@@ -491,13 +301,16 @@ class AlationService(Service):
         return buf.getvalue()
 
     # -- growth and test hooks -----------------------------------------------------
+    def _latest_time(self) -> dt.datetime:
+        return max([*self._ev_time.values(), *self._batch_time.values(),
+                    *(instant(q["ts_last_saved"]) for q in self.data["query"]),
+                    *(instant(r["ts_sent_to_broker"]) for r in self.data["scheduled_run"]),
+                    *(instant(s["ts_start"]) for s in self.data["execution_session"])])
+
     def add_newer_records(self, n: int) -> None:
         """n newer records on every list endpoint: later timestamps, newer ids."""
         with self.lock:
-            latest = max([*self._ev_time.values(), *self._batch_time.values(),
-                          *(_instant(q["ts_last_saved"]) for q in self.data["query"]),
-                          *(_instant(r["ts_sent_to_broker"]) for r in self.data["scheduled_run"]),
-                          *(_instant(s["ts_start"]) for s in self.data["execution_session"])])
+            latest = self._latest_time()
             base = latest.replace(microsecond=0) + dt.timedelta(minutes=1)
             for i in range(n):
                 when = base + dt.timedelta(seconds=10 * i, microseconds=123456)
@@ -510,6 +323,20 @@ class AlationService(Service):
             self._index_latest()
             self.version += 1
             self._cache.clear()
+
+    def rerun_query(self, query_id: int) -> int:
+        """The query runs again now (a new session, batch and event, later than all data)
+        and caches a new result, which becomes its latest: returns the new result id."""
+        with self.lock:
+            when = self._latest_time().replace(microsecond=0) + dt.timedelta(
+                minutes=1, microseconds=654321)
+            session = self._add_session(query_id, when, scheduled=False)
+            batch = self._add_batch(session, when + dt.timedelta(seconds=1))
+            event = self._add_event(batch, with_result=True)
+            self._index_latest()
+            self.version += 1
+            self._cache.clear()
+            return int(event["result"]["id"])
 
     def fail_next(self, status: int, count: int = 1, path_prefix: str = API,
                   body: bytes = b"<html>Service Unavailable</html>",
@@ -550,7 +377,7 @@ class AlationService(Service):
             return json_response(NOT_FOUND, 404)
         parts = [p for p in path[len(API):].split("/") if p]
         if parts[:1] == ["result"] and len(parts) == 3 and parts[2] == "csv":
-            rid = _int_or_none(parts[1])
+            rid = int_or_none(parts[1])
             event = self.by_id["execution_event"].get(rid) if rid else None
             if event is None or not event["result"]:
                 return json_response(NOT_FOUND, 404)
@@ -565,10 +392,10 @@ class AlationService(Service):
             if len(rest) == 1:
                 return self._list(request, rest[0], None)
             if len(rest) == 2 and rest[0] != "scheduled_run":
-                obj = self.by_id[rest[0]].get(_int_or_none(rest[1]))
+                obj = self.by_id[rest[0]].get(int_or_none(rest[1]))
                 return json_response(obj) if obj else json_response(NOT_FOUND, 404)
             return json_response(NOT_FOUND, 404)
-        qid = _int_or_none(rest[0])
+        qid = int_or_none(rest[0])
         query = self.by_id["query"].get(qid)
         if query is None:
             return json_response(NOT_FOUND, 404)
@@ -595,8 +422,8 @@ class AlationService(Service):
         return json_response(NOT_FOUND, 404)
 
     def _list(self, request: Request, kind: str, query_id: int | None) -> Response:
-        limit = _paging(request, "limit")
-        skip = _paging(request, "skip") or 0
+        limit = paging_param(request, "limit")
+        skip = paging_param(request, "skip") or 0
         order = request.param("order_by")
         filters = sorted(
             (k, v[-1]) for k, v in request.query.items()
@@ -643,32 +470,13 @@ class AlationService(Service):
         for rec in self.data[kind]:
             if query_id is not None and rec.get("query_id") != query_id:
                 continue
-            if all(_matches(getter(rec), pred) for getter, pred in predicates):
+            if all(matches(getter(rec), pred) for getter, pred in predicates):
                 rows.append(rec)
         if sort_field != "id" or reverse:
             def sort_key(rec: dict) -> tuple:
                 value = rec.get(sort_field)
                 if isinstance(value, str) and sort_field.startswith("ts_"):
-                    value = _instant(value)
+                    value = instant(value)
                 return (value is None, value if value is not None else 0)
             rows.sort(key=sort_key, reverse=reverse)
         return rows
-
-
-def _matches(value: t.Any, predicate: t.Callable[[t.Any], bool]) -> bool:
-    if isinstance(value, list):
-        return any(predicate(v) for v in value)
-    return predicate(value)
-
-
-def _int_or_none(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
-
-
-def _paging(request: Request, name: str) -> int | None:
-    raw = request.param(name)
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise invalid([raw], name)
-    return int(raw)

@@ -1,0 +1,157 @@
+"""An ordered, bounded look-ahead: fetch the next few items while the caller works on one.
+
+`OrderedPrefetch(fetch, keys, max_in_flight)` calls `fetch(key)` for the keys in order on
+up to `max_in_flight` worker threads and hands the results back strictly in key order.
+Used for limit/skip paging, where the offsets of the next pages are known before a page
+arrives (alation/paging.py); nothing in it knows about HTTP.
+
+- Order: result k is handed out only after results 0..k-1, whatever order they finish in.
+- Errors: an exception raised by `fetch(key_k)` is raised by the iterator when result k is
+  reached, after every result before it was handed out; the later results are dropped.
+- Stopping: the caller stops whenever it likes (e.g. on a short page) and calls `close()`
+  (or leaves the `with` block): fetches not started are cancelled, running ones are waited
+  for and their results dropped. No worker thread is left running after `close()`. A
+  fetch may watch the `closing` event to give up early (e.g. not to retry a request
+  whose result will be dropped).
+- Bounded: at most `max_in_flight` fetches are submitted and not yet handed out; `keys`
+  may be endless (it is read only as far as needed).
+- `max_in_flight == 1` uses no thread: each `fetch` runs in the caller's thread when its
+  result is asked for (exactly a plain sequential loop).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import typing as t
+from concurrent.futures import Future, ThreadPoolExecutor
+
+K = t.TypeVar("K")
+R = t.TypeVar("R")
+
+#: The most fetches one prefetcher keeps in flight (a sanity bound for callers' settings).
+MAX_IN_FLIGHT = 64
+
+
+class OrderedPrefetch(t.Generic[K, R]):
+    """Iterate the results of `fetch` over `keys`, in order, fetching ahead (see module)."""
+
+    def __init__(self, fetch: t.Callable[[K], R], keys: t.Iterable[K], max_in_flight: int,
+                 *, thread_name: str = "prefetch") -> None:
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or not (
+                1 <= max_in_flight <= MAX_IN_FLIGHT):
+            raise ValueError(f"max_in_flight must be an integer from 1 to {MAX_IN_FLIGHT}")
+        self._fetch = fetch
+        self._keys = iter(keys)
+        self.max_in_flight = max_in_flight
+        self._pending: collections.deque[Future[R]] = collections.deque()
+        self._executor: ThreadPoolExecutor | None = None
+        self._thread_name = thread_name
+        self._keys_done = False
+        self._closed = False
+        #: Set when close() starts: results still being fetched will be dropped.
+        self.closing = threading.Event()
+        #: Results handed out so far.
+        self.delivered = 0
+
+    # -- iteration -----------------------------------------------------------------
+    def __iter__(self) -> OrderedPrefetch[K, R]:
+        return self
+
+    def __next__(self) -> R:
+        if self._closed:
+            raise StopIteration
+        if self.max_in_flight == 1:
+            key = self._next_key()
+            if key is _END:
+                raise StopIteration
+            try:
+                result = self._fetch(t.cast("K", key))
+            except BaseException:
+                self.close()
+                raise
+            self.delivered += 1
+            return result
+        self._fill()
+        if not self._pending:
+            raise StopIteration
+        future = self._pending.popleft()
+        try:
+            result = future.result()
+        except BaseException:
+            self.close()
+            raise
+        self._fill()  # keep the look-ahead full while the caller works on this result
+        self.delivered += 1
+        return result
+
+    @property
+    def in_flight(self) -> int:
+        """Fetches submitted and not finished yet (0 when sequential)."""
+        return sum(1 for future in self._pending if not future.done())
+
+    @property
+    def waiting(self) -> int:
+        """Fetches submitted and not handed out yet (finished or not)."""
+        return len(self._pending)
+
+    def _next_key(self) -> object:
+        if self._keys_done:
+            return _END
+        try:
+            return next(self._keys)
+        except StopIteration:
+            self._keys_done = True
+            return _END
+
+    def _fill(self) -> None:
+        while len(self._pending) < self.max_in_flight:
+            key = self._next_key()
+            if key is _END:
+                return
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.max_in_flight, thread_name_prefix=self._thread_name)
+            self._pending.append(self._executor.submit(self._fetch, t.cast("K", key)))
+
+    # -- stopping ------------------------------------------------------------------
+    def close(self) -> None:
+        """Cancel what has not started, wait for what is running, drop every result."""
+        self.closing.set()
+        self._closed = True
+        pending, self._pending = self._pending, collections.deque()
+        for future in pending:
+            future.cancel()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        for future in pending:
+            if not future.cancelled():
+                future.exception()  # retrieved: a dropped page's error is not reported
+
+    def __enter__(self) -> OrderedPrefetch[K, R]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+
+_END = object()
+
+
+def ordered_prefetch(fetch: t.Callable[[K], R], keys: t.Iterable[K],
+                     max_in_flight: int) -> t.Generator[R, None, None]:
+    """`OrderedPrefetch` as a generator: closing the generator (or an exception in it)
+    closes the prefetcher, so no thread outlives it."""
+    prefetch = OrderedPrefetch(fetch, keys, max_in_flight)
+    try:
+        yield from prefetch
+    finally:
+        prefetch.close()
+
+
+__all__ = ["MAX_IN_FLIGHT", "OrderedPrefetch", "ordered_prefetch"]

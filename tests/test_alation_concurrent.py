@@ -1,0 +1,307 @@
+"""Alation list pages fetched ahead (alation.max_concurrent_requests > 1) change nothing
+that reaches stdout: the records and the STATE messages equal the sequential run's
+(max_concurrent_requests = 1), page by page, with faults, after a kill; a run with nothing
+new still costs one request per stream; an unchanged query result is not downloaded again.
+
+Everything runs against the sandbox over real HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import re
+import threading
+import typing as t
+
+import pytest
+from helpers import SyncResult, run_cli, run_inprocess
+from test_faults_sync import alation_expected, record_key
+from test_resume_kill import last_state, run_killed
+
+from tap_analytics.sandbox import Sandbox
+from tap_analytics.sandbox.core import Faults, Request, Response
+
+LIST_PATHS = {
+    "alation_queries": "/integration/v1/query/",
+    "alation_execution_sessions": "/integration/v1/query/execution_session/",
+    "alation_execution_batches": "/integration/v1/query/execution_batch/",
+    "alation_execution_events": "/integration/v1/query/execution_event/",
+    "alation_scheduled_runs": "/integration/v1/query/scheduled_run/",
+}
+EVENTS = LIST_PATHS["alation_execution_events"]
+
+
+@pytest.fixture(scope="module")
+def sb() -> t.Iterator[Sandbox]:
+    """A small Alation sandbox (15 queries, 100 events ...); tests here do not mutate it."""
+    with Sandbox(seed=5, scale=0.1, services=["alation"]) as sandbox:
+        yield sandbox
+
+
+def config_for(sandbox: Sandbox, page_size: int, in_flight: int, **extra: t.Any) -> dict:
+    config = sandbox.config()
+    config["alation"].update(page_size=page_size, max_concurrent_requests=in_flight, **extra)
+    return config
+
+
+def comparable_states(result: SyncResult) -> list[dict]:
+    """The STATE messages without the SDK's signpost (the wall-clock time of the run)."""
+    def strip(node: t.Any) -> t.Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "replication_key_signpost"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+    return [strip(state) for state in result.states]
+
+
+def list_requests(sandbox: Sandbox) -> dict[str, list[int]]:
+    """The `skip` of every list request, per list path, in arrival order."""
+    out: dict[str, list[int]] = collections.defaultdict(list)
+    for req in sandbox.alation.requests():
+        if req.path in LIST_PATHS.values():
+            out[req.path].append(int(req.query.get("skip", ["0"])[-1]))
+    return out
+
+
+def _sync(sandbox: Sandbox, config: dict, state: dict | None = None
+          ) -> tuple[SyncResult, dict[str, list[int]]]:
+    sandbox.alation.clear_log()
+    result = run_inprocess(config, state=state)
+    return result, list_requests(sandbox)
+
+
+def _worker_threads() -> list[str]:
+    return [th.name for th in threading.enumerate() if th.name.startswith("tap-analytics-")]
+
+
+def assert_same_output(sequential: SyncResult, concurrent: SyncResult) -> None:
+    assert sorted(concurrent.records) == sorted(sequential.records)
+    for stream, records in sequential.records.items():
+        assert concurrent.records[stream] == records, f"{stream}: records differ"
+    assert comparable_states(concurrent) == comparable_states(sequential)
+
+
+# -- same output, page sizes 1..N ---------------------------------------------------------
+@pytest.mark.parametrize(("page_size", "in_flight"), [
+    (1, 4),     # one record per page: every page full until the empty one
+    (3, 16),
+    (7, 4),     # short last pages
+    (25, 4),    # 100 events, 50 batches: exact multiples (an empty page ends them)
+    (15, 2),    # 15 queries: one exact page, then an empty one
+    (1000, 4),  # everything on a first, short page: nothing fetched ahead
+])
+def test_concurrent_output_equals_sequential(sb: Sandbox, page_size: int,
+                                             in_flight: int) -> None:
+    sequential, seq_requests = _sync(sb, config_for(sb, page_size, 1))
+    concurrent, con_requests = _sync(sb, config_for(sb, page_size, in_flight))
+    assert_same_output(sequential, concurrent)
+    assert_alation_complete_enough(sb, concurrent)
+    assert not _worker_threads(), "a page worker thread outlived the sync"
+    for path, skips in seq_requests.items():
+        # the sequential offsets, in order, and at most `in_flight` speculative ones after
+        assert sorted(con_requests[path]) == sorted(set(con_requests[path]))
+        assert sorted(con_requests[path])[:len(skips)] == skips, path
+        extra = len(con_requests[path]) - len(skips)
+        assert 0 <= extra <= in_flight, f"{path}: {extra} speculative requests"
+        if len(skips) == 1:  # a first, short page: nothing else is asked for
+            assert con_requests[path] == skips, path
+
+
+def assert_alation_complete_enough(sandbox: Sandbox, result: SyncResult) -> None:
+    for stream, wanted in alation_expected(sandbox.alation).items():
+        got = [record_key(stream, r) for r in result.records.get(stream, [])]
+        assert sorted(map(str, got)) == sorted(map(str, wanted)), stream
+
+
+# -- nothing new: one request per stream -------------------------------------------------
+def test_a_no_change_run_costs_one_request_per_stream_with_4_in_flight(sb: Sandbox) -> None:
+    full, _ = _sync(sb, config_for(sb, 10, 4))
+    again, requests = _sync(sb, config_for(sb, 10, 4), state=full.final_state)
+    assert {path: len(skips) for path, skips in requests.items()} == {
+        path: 1 for path in LIST_PATHS.values()}
+    assert not any(again.records.get(stream) for stream in LIST_PATHS), again.records.keys()
+    # and the query results were not downloaded again either
+    assert not again.records.get("alation_query_results")
+    assert not [r for r in sb.alation.requests() if r.path.endswith("/csv/")]
+
+
+# -- query results: one request per unchanged query --------------------------------------
+def test_unchanged_query_results_cost_one_request_per_query(
+        fresh_sandbox: t.Callable[..., Sandbox]) -> None:
+    sandbox = fresh_sandbox(seed=5, scale=0.1, services=["alation"])
+    service = sandbox.alation
+    config = sandbox.config()
+    with_result = [q for q in service.result_query_ids if service.latest_result(q)]
+    assert len(with_result) >= 2, "the sandbox must serve results: the test would prove nothing"
+
+    first = run_inprocess(config)
+    remembered = first.final_state["bookmarks"]["alation_query_results"]["result_ids"]
+    assert remembered == {str(q): service.latest_result(q)["result"]["id"]
+                          for q in with_result}
+
+    service.clear_log()
+    again = run_inprocess(config, state=first.final_state)
+    assert not again.records.get("alation_query_results")
+    result_paths = [r.path for r in service.requests() if "/result/" in r.path]
+    assert sorted(result_paths) == sorted(
+        f"/integration/v1/query/{q}/result/latest/" for q in service.result_query_ids)
+
+    # the query runs again: only its new result is downloaded and emitted
+    rerun = with_result[0]
+    new_id = service.rerun_query(rerun)
+    service.clear_log()
+    third = run_inprocess(config, state=again.final_state)
+    rows = third.records["alation_query_results"]
+    assert {(r["query_id"], r["result_id"]) for r in rows} == {(rerun, new_id)}
+    assert [r["row_number"] for r in rows] == list(
+        range(1, len(service.result_rows(new_id)) + 1))
+    assert [r.path for r in service.requests() if r.path.endswith("/csv/")] == [
+        f"/integration/v1/result/{new_id}/csv/"]
+    assert third.final_state["bookmarks"]["alation_query_results"]["result_ids"][
+        str(rerun)] == new_id
+
+    # full refresh (no state): every result is read again
+    service.clear_log()
+    full = run_inprocess(config)
+    assert {r["query_id"] for r in full.records["alation_query_results"]} == set(with_result)
+    assert len([r for r in service.requests() if r.path.endswith("/csv/")]) == len(with_result)
+
+
+# -- faults: a 5xx on page k of n --------------------------------------------------------
+def fail_page(skip: int, *, times: int | None) -> Faults:
+    """Answer 503 to the execution_event request at offset `skip` (the first `times`
+    times; None: always). Scripted through the sandbox's Faults override."""
+    seen = collections.Counter()
+    lock = threading.Lock()
+
+    def override(request: Request) -> Response | None:
+        if request.path != EVENTS or request.param("skip") != str(skip):
+            return None
+        with lock:
+            seen[skip] += 1
+            if times is not None and seen[skip] > times:
+                return None
+        return Response(status=503, body=b"<html>Service Unavailable</html>",
+                        content_type="text/html", faultable=False)
+
+    return Faults(override=override, paths=(EVENTS,))
+
+
+@pytest.mark.parametrize("page", [0, 3, 9])  # first, middle, last full page (of 10)
+def test_a_retried_5xx_on_page_k_changes_nothing(sb: Sandbox, page: int) -> None:
+    reference, _ = _sync(sb, config_for(sb, 10, 1))
+    sb.alation.faults = fail_page(page * 10, times=1)
+    try:
+        concurrent, requests = _sync(sb, config_for(sb, 10, 4))
+    finally:
+        sb.alation.faults = Faults()
+    assert_same_output(reference, concurrent)
+    assert requests[EVENTS].count(page * 10) == 2  # the 503, then the retry
+
+
+def test_a_page_that_keeps_failing_stops_after_the_pages_before_it(sb: Sandbox) -> None:
+    page = 4
+    reference, _ = _sync(sb, config_for(sb, 10, 1))
+    events = reference.records["alation_execution_events"]
+    results = {}
+    sb.alation.faults = fail_page(page * 10, times=None)
+    try:
+        for in_flight in (1, 4):
+            results[in_flight] = run_cli(config_for(sb, 10, in_flight, max_tries=2))
+    finally:
+        sb.alation.faults = Faults()
+    sequential, concurrent = results[1], results[4]
+    for result in (sequential, concurrent):
+        assert result.returncode == 1
+        errors = [line for line in result.stderr.splitlines()
+                  if line.startswith("tap-analytics: error:")]
+        assert len(errors) == 1 and "503" in errors[0] and EVENTS in errors[0], errors
+        # The pages the last STATE covers went out, in order, and nothing past the
+        # failing page (records after the last STATE stay unwritten, as on a kill: the
+        # resumed run reads them; see FastSingerWriter).
+        marker = result.final_state["bookmarks"]["alation_execution_events"]["resume"]
+        assert (page - 1) * 10 <= marker["skip"] <= page * 10
+        assert result.records["alation_execution_events"] == events[:marker["skip"]]
+    assert_same_output(sequential, concurrent)
+
+
+def test_a_failing_page_past_the_end_is_dropped_not_retried(sb: Sandbox) -> None:
+    # 100 events, pages of 10: the empty page at offset 100 ends the stream; the pages
+    # asked ahead of it (110, 120, ...) answer 503. Their retries stop when the look-ahead
+    # closes: the run ends as the sequential one, without waiting out 5 tries of each.
+    reference, _ = _sync(sb, config_for(sb, 10, 1, max_tries=5))
+    seen: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+
+    def override(request: Request) -> Response | None:
+        skip = int(request.param("skip") or 0)
+        if request.path != EVENTS or skip <= 100:
+            return None
+        with lock:
+            seen[skip] += 1
+        return Response(status=503, body=b"busy", content_type="text/plain",
+                        faultable=False)
+
+    sb.alation.faults = Faults(override=override, paths=(EVENTS,))
+    try:
+        concurrent, _ = _sync(sb, config_for(sb, 10, 4, max_tries=5))
+    finally:
+        sb.alation.faults = Faults()
+    assert_same_output(reference, concurrent)
+    assert seen, "no page past the end was asked: the test proved nothing"
+    assert max(seen.values()) <= 2, seen  # the first try, at most one retry under way
+    assert not _worker_threads()
+
+
+# -- kill mid-sync, resume ---------------------------------------------------------------
+def test_kill_mid_sync_then_resume_loses_nothing(sb: Sandbox) -> None:
+    config = config_for(sb, 10, 4)
+    sb.alation.faults = Faults(latency_seconds=0.005)  # pages really overlap in flight
+    try:
+        full = run_cli(config)
+        assert full.returncode == 0, full.stderr[-1500:]
+        expected = alation_expected(sb.alation)
+        resumed = 0
+        for seed in range(4):
+            kill_after = random.Random(100 + seed).randrange(5, len(full.messages))
+            lines, _ = run_killed(config, kill_after)
+            state = last_state(lines)
+            resumed += state is not None
+            second = run_cli(config, state=state)
+            assert second.returncode == 0, second.stderr[-1500:]
+            first = SyncResult.parse("".join(lines))
+            for stream, wanted in expected.items():
+                got = {record_key(stream, r) for res in (first, second)
+                       for r in res.records.get(stream, [])}
+                missing = set(wanted) - got
+                assert not missing, (seed, kill_after, stream, sorted(missing)[:5],
+                                     json.dumps(state)[:300])
+        assert resumed >= 2, "no run resumed from a STATE: the test proved little"
+    finally:
+        sb.alation.faults = Faults()
+
+
+# -- progress ----------------------------------------------------------------------------
+PAGE_LINE = re.compile(
+    r"Alation stream '(\w+)': page \d+ done \(\d+ records, \d+ so far, \d+ records/s, "
+    r"([0-9.]+) pages/s, (\d+) requests in flight\)")
+
+
+def test_the_page_log_line_shows_pages_per_second_and_requests_in_flight(sb: Sandbox) -> None:
+    sb.alation.faults = Faults(latency_seconds=0.02, paths=(EVENTS,))
+    try:
+        result = run_cli(config_for(sb, 5, 4))
+    finally:
+        sb.alation.faults = Faults()
+    assert result.returncode == 0, result.stderr[-1500:]
+    lines = [m for m in PAGE_LINE.finditer(result.stderr)]
+    events = [m for m in lines if m.group(1) == "alation_execution_events"]
+    assert len(events) == 21, result.stderr[-2000:]  # 20 full pages, then the empty one
+    assert all(float(m.group(2)) > 0 for m in lines)
+    in_flight = [int(m.group(3)) for m in events]
+    assert max(in_flight) <= 4
+    # each page's successors were sent before its line: the look-ahead is visible
+    assert max(in_flight) >= 1, in_flight
