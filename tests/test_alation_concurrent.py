@@ -106,8 +106,9 @@ def test_concurrent_output_equals_sequential(sb: Sandbox, page_size: int,
         assert sorted(con_requests[path])[:len(skips)] == skips, path
         extra = len(con_requests[path]) - len(skips)
         assert 0 <= extra <= in_flight, f"{path}: {extra} speculative requests"
-        if len(skips) == 1:  # a first, short page: nothing else is asked for
-            assert con_requests[path] == skips, path
+        # A first sync has no bookmark, so it fetches ahead from the first page on, even
+        # when that page is short (a stream with a bookmark asks its first page alone:
+        # see the no-change test below).
 
 
 def assert_alation_complete_enough(sandbox: Sandbox, result: SyncResult) -> None:
@@ -219,12 +220,14 @@ def test_a_page_that_keeps_failing_stops_after_the_pages_before_it(sb: Sandbox) 
         errors = [line for line in result.stderr.splitlines()
                   if line.startswith("tap-analytics: error:")]
         assert len(errors) == 1 and "503" in errors[0] and EVENTS in errors[0], errors
-        # The pages the last STATE covers went out, in order, and nothing past the
-        # failing page (records after the last STATE stay unwritten, as on a kill: the
-        # resumed run reads them; see FastSingerWriter).
+        # The pages before the failing one went out, in order, and nothing past it; the
+        # last STATE covers no record that was not written (the records after it are
+        # written on the way out, and the resumed run reads them again).
         marker = result.final_state["bookmarks"]["alation_execution_events"]["resume"]
         assert (page - 1) * 10 <= marker["skip"] <= page * 10
-        assert result.records["alation_execution_events"] == events[:marker["skip"]]
+        written = result.records["alation_execution_events"]
+        assert marker["skip"] <= len(written) <= page * 10
+        assert written == events[:len(written)]
     assert_same_output(sequential, concurrent)
 
 

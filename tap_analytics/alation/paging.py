@@ -248,14 +248,19 @@ class PagingMixin:
         """(request, response) of each page, in offset order, while the paginator (which
         the caller advances after each page) is not finished.
 
-        The first page is fetched alone: a run with nothing new costs one request. When
-        it was full and `alation.max_concurrent_requests` > 1, the next offsets are
-        fetched ahead (common/prefetch.py), each worker thread with its own session and
-        the same retrying request function (backoff, error taxonomy) per page. A short
-        page finishes the paginator: the pages fetched beyond it are dropped unread.
+        With `alation.max_concurrent_requests` > 1 the next offsets are fetched ahead
+        (common/prefetch.py), each worker thread with its own session and the same
+        retrying request function (backoff, error taxonomy) per page. A short page
+        finishes the paginator: the pages fetched beyond it are dropped unread. A stream
+        with a bookmark fetches its first page alone, so that a run with nothing new
+        costs one request; a first sync (no bookmark: there is no such run to protect)
+        fetches ahead from the first page on.
         """
         send = self.request_decorator(self._request)
         in_flight = self.max_concurrent_requests
+        if in_flight > 1 and not self._has_bookmark(context):
+            yield from self._fetched_ahead(context, paginator, in_flight)
+            return
         while not paginator.finished:
             prepared = self._prepare_request(context=context, page=paginator)
             yield prepared, send(prepared, context)
@@ -264,6 +269,13 @@ class PagingMixin:
         if in_flight <= 1 or paginator.finished:
             return
         yield from self._fetched_ahead(context, paginator, in_flight)
+
+    def _has_bookmark(self, context: Context | None) -> bool:
+        """The stream resumes from a bookmark of an earlier run (not only start_date)."""
+        if not self.resumable:
+            return False
+        state = self.get_context_state(context)
+        return state.get("replication_key_value") is not None or RESUME_KEY in state
 
     def _fetched_ahead(self, context: Context | None, paginator: ShortPagePaginator,
                        in_flight: int
