@@ -8,8 +8,9 @@ values of three kinds (strings, RFC 3339 date-times or null, the row number), so
 unchanged) with a `WindowEmitter` that writes each block of rows (`WindowReader.chunks`)
 straight into the tap's `FastSingerWriter` buffer:
 
-- the time columns are converted a column at a time (`convert_time_column`: one regular
-  expression over the joined column, the per-value `to_datetime` only for other styles);
+- the time columns are converted a column at a time (`convert_time_column`: the common
+  UTC styles checked and rearranged with str.translate / str.replace over the joined
+  column, the per-value `to_datetime` only for other styles);
 - the values go into msgspec Structs (one class per file header and selection: field
   order = the record's key order, deselected properties left out) built by `map` in C,
   and `Encoder.encode_lines` encodes the block; the RECORD envelope is spliced around
@@ -36,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
-import re
+import operator
 import typing as t
 
 import msgspec
@@ -54,23 +55,29 @@ if t.TYPE_CHECKING:
 # --------------------------------------------------------------------------------------
 # Time columns
 # --------------------------------------------------------------------------------------
-_DAY = r"(\d{4}-\d{2}-\d{2})"
-_CLOCK = r"((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)"
-_ZONE = r"(?:Z|\+00:00)?$"
-#: By the number of fraction digits (0 = none): the values `to_datetime` turns into
-#: "YYYY-MM-DDTHH:MM:SS.ffffff+00:00" without a datetime (its `_FAST_RE`), as a multi-line
-#: pattern and its replacement.
-_STYLES = {
-    digits: (
-        re.compile(_DAY + r"[T ]" + _CLOCK + (rf"\.(\d{{{digits}}})" if digits else "")
-                   + _ZONE, re.MULTILINE),
-        r"\g<1>T\g<2>." + (r"\g<3>" if digits else "") + "0" * (6 - digits) + "+00:00",
-    )
-    for digits in range(7)
-}
-_STYLE_OF = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.(\d{1,6}))?(?:Z|\+00:00)?$")
-_DONE = re.compile(r"^\d{4}-\d{2}-\d{2}T" + _CLOCK + r"\.\d{6}\+00:00$", re.MULTILINE)
-_DAYS = re.compile(r"^(\d{4}-\d{2}-\d{2})T", re.MULTILINE)
+#: ASCII digits -> "d", the letter "d" -> "#": a value's shape ("dddd-dd-ddTdd:dd:dd.dddZ").
+_SHAPE = str.maketrans({**{str(i): "d" for i in range(10)}, "d": "#"})
+_UTC = "+00:00"
+
+
+def _shapes() -> dict[str, tuple[str, int, str]]:
+    """Shape -> (separator, fraction digits, zone) of the UTC styles `to_datetime` turns
+    into "YYYY-MM-DDTHH:MM:SS.ffffff+00:00" by rearranging characters (its `_FAST_RE`)."""
+    out = {}
+    for sep in ("T", " "):
+        for digits in range(7):
+            for zone in ("", "Z", _UTC):
+                shape = ("dddd-dd-dd" + sep + "dd:dd:dd" + ("." + "d" * digits if digits else "")
+                         + zone.translate(_SHAPE))
+                out[shape] = (sep, digits, zone)
+    return out
+
+
+_SHAPES = _shapes()
+_DAY, _HOUR = operator.itemgetter(slice(0, 10)), operator.itemgetter(slice(11, 13))
+_MINUTE, _SECOND = operator.itemgetter(slice(14, 16)), operator.itemgetter(slice(17, 19))
+_HOURS = frozenset(f"{h:02d}" for h in range(24))
+_SIXTY = frozenset(f"{m:02d}" for m in range(60))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -92,24 +99,56 @@ class BadTime(ValueError):
 
 
 def convert_time_column(values: t.Sequence[str]) -> list[str | None]:
-    """`[to_datetime(v) for v in values]`, a column at a time: one regular expression over
-    the joined column for the common styles ("YYYY-MM-DD[T ]HH:MM:SS[.f]" in UTC, the
-    style of the column's first value), `to_datetime` per value for anything else.
-    Raises `BadTime` for the first value that is not a date-time."""
-    text = "\n".join(values)
-    first = next((v for v in values if v), "")
-    style = _STYLE_OF.match(first)
-    if style and text.count("\n") == len(values) - 1:
-        pattern, replacement = _STYLES[len(style.group(1) or "")]
-        converted = pattern.sub(replacement, text)
-        empty = values.count("")
-        if (len(_DONE.findall(converted)) + empty == len(values)
-                and all(map(_valid_day, set(_DAYS.findall(converted))))):
-            out: list[str | None] = converted.split("\n")  # type: ignore[assignment]
-            if empty:
-                out = [value or None for value in out]
-            return out
+    """`[to_datetime(v) for v in values]`, a column at a time.
+
+    When every non-empty value has the shape of the first one and that shape is one of
+    the UTC styles "YYYY-MM-DD[T ]HH:MM:SS[.f]{Z|+00:00|}" (checked on the joined column
+    with `str.translate`, the hours, minutes, seconds and days checked as sets), the
+    conversion is a few `str.replace` calls on the joined column: all of it in C. Any
+    other column goes value by value through `to_datetime`. Raises `BadTime` for the
+    first value that is not a date-time."""
+    empty = values.count("")
+    present = [value for value in values if value] if empty else values
+    if present:
+        shape = present[0].translate(_SHAPE)
+        style = _SHAPES.get(shape)
+        if style is not None and _same_shape(present, shape, style[2]):
+            return _rearranged(values, style, bool(empty))
+    elif values:
+        return [None] * len(values)
     return _one_by_one(values)
+
+
+def _same_shape(present: t.Sequence[str], shape: str, zone: str) -> bool:
+    count = len(present)
+    joined = "\n".join(present)
+    if len(joined) != count * (len(shape) + 1) - 1:
+        return False
+    if joined.translate(_SHAPE) != "\n".join(itertools.repeat(shape, count)):
+        return False
+    if zone == _UTC and joined.count(_UTC) != count:  # "+dd:dd" is the shape of any offset
+        return False
+    return (_HOURS.issuperset(map(_HOUR, present)) and _SIXTY.issuperset(map(_MINUTE, present))
+            and _SIXTY.issuperset(map(_SECOND, present))
+            and all(map(_valid_day, set(map(_DAY, present)))))
+
+
+def _rearranged(values: t.Sequence[str], style: tuple[str, int, str],
+                has_empty: bool) -> list[str | None]:
+    sep, digits, zone = style
+    text = "\n".join(values) + "\n"
+    if sep == " ":
+        text = text.replace(" ", "T")  # the only space of each value
+    end = ("" if digits else ".") + "0" * (6 - digits) + _UTC
+    if zone:
+        if zone + "\n" != end + "\n":
+            text = text.replace(zone + "\n", end + "\n")
+    else:
+        text = text.replace("\n", end + "\n")  # (empty values too: None below)
+    out: list[str | None] = text[:-1].split("\n")  # type: ignore[assignment]
+    if has_empty:
+        out = [new if old else None for new, old in zip(out, values)]
+    return out
 
 
 def _one_by_one(values: t.Sequence[str]) -> list[str | None]:
@@ -227,7 +266,10 @@ class WindowEmitter:
         cls = self._classes.get(names)
         if cls is None:
             fields = [f"f{i}" for i in range(len(names))]
-            cls = msgspec.defstruct("InsightsRow", fields, rename=dict(zip(fields, names)))
+            # gc=False: str/int/None values cannot make a cycle; not tracking the Structs
+            # spares the collector a walk over every block
+            cls = msgspec.defstruct("InsightsRow", fields, rename=dict(zip(fields, names)),
+                                    gc=False)
             self._classes[names] = cls
         return cls
 
