@@ -340,9 +340,10 @@ class WindowEmitter:
                 fast.write(dict(zip(names, msgspec.structs.astuple(struct))),
                            self.stream._write_conformed_record)
             return
-        buffer += fast.prefix
-        buffer += lines[:-1].replace(b"\n", suffix + fast.prefix)
-        buffer += suffix
+        prefix = fast.prefix
+        buffer += prefix
+        buffer += lines.replace(b"\n", suffix + prefix)
+        del buffer[len(buffer) - len(prefix):]  # the prefix after the last line
         self.writer.record_appended()
 
     def write_records(self, records: list[dict]) -> None:
