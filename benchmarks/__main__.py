@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks                 # all three sections (~3-4 min on 2 cores)
     .venv/bin/python -m benchmarks --quick         # smaller sizes, one repeat (a smoke run)
     .venv/bin/python -m benchmarks --sections 1,3  # some sections only
+    .venv/bin/python -m benchmarks --sections 4    # Insights row path, RSS, SFTP MB/s
     .venv/bin/python -m benchmarks --json out.json # also write every number as JSON
 
 Not a test: nothing here asserts; machines are shared and noisy. Read the medians.
@@ -129,11 +130,30 @@ def main(argv: list[str] | None = None) -> int:
                       f"incremental={r3['scuba_queries']['incremental']['windowed']}",
                       not r3["scuba_window_reruns"]))
 
+    if "4" in sections:
+        from benchmarks import insights_rows
+
+        n = 100_000 if args.quick else insights_rows.ROWS
+        _log(f"\n== 4. Insights row path: {n:,} rows x 7 columns, tap vs plain extractor ==")
+        r4 = insights_rows.run(n=n, repeats=repeats, log=_log)
+        results["insights_rows"] = r4
+        rows, rss, sftp = r4["rows"], r4["rss"], r4["sftp"]
+        goals.append(("4  Insights rows/s after ready: tap >= 1.0x plain extractor",
+                      f"{rows['ratio_ready']:.2f}x ({rows['tap']['ready_rows_per_s']:,.0f} vs "
+                      f"{rows['plain']['ready_rows_per_s']:,.0f})", rows["ratio_ready"] >= 1.0))
+        big = max(rss[k]["peak_rss_mb"] for k in rss if k != "ratio")
+        goals.append(("4  Insights peak RSS 10x / 1x <= 1.2, < 200 MB",
+                      f"{rss['ratio']:.2f}x, {big:.0f} MB", rss["ratio"] <= 1.2 and big < 200))
+        goals.append(("4  SFTP MB/s: tap's client vs OpenSSH sftp (no goal)",
+                      f"{sftp['tap']:.0f} vs {sftp['openssh']:.0f} MB/s" if sftp else
+                      "skipped (no sshd / not root)", None))
+
     elapsed = time.monotonic() - started
     _log(f"\n== Goals ({elapsed / 60:.1f} min) ==")
     width = max(len(g[0]) for g in goals) if goals else 10
     for name, value, ok in goals:
-        _log(f"  {'PASS' if ok else 'FAIL'}  {name:{width}s}  {value}")
+        mark = "    " if ok is None else ("PASS" if ok else "FAIL")
+        _log(f"  {mark}  {name:{width}s}  {value}")
     results["goals"] = [{"goal": g, "value": v, "pass": ok} for g, v, ok in goals]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
