@@ -14,7 +14,6 @@ import dataclasses
 import datetime as dt
 import functools
 import gzip
-import io
 import itertools
 import logging
 import re
@@ -25,7 +24,8 @@ import zlib
 from tap_analytics.common.errors import TapAnalyticsError
 from tap_analytics.common.timeutil import format_datetime, normalize
 from tap_analytics.insights import reports
-from tap_analytics.insights.parsers import iter_csv_gz
+from tap_analytics.insights.gunzip import GunzipAhead
+from tap_analytics.insights.parsers import iter_csv
 from tap_analytics.insights.sftp import SftpDropped, SftpSession
 
 LOGGER = logging.getLogger("tap-analytics.insights")
@@ -182,9 +182,9 @@ class WindowReader:
                                            list[list[str]]]]:
         """(converters, rows) blocks of one file after its first `skip` rows; blank lines
         dropped; a row of the wrong width ends it (after the rows before it)."""
-        stream = self.session.open_stream(path)
+        stream = GunzipAhead(self.session.open_stream(path), buffer_size=BUFFER)
         try:
-            rows = iter_csv_gz(io.BufferedReader(stream, BUFFER))
+            rows = iter_csv(stream)
             header = next(rows, None)
             if header is None:
                 LOGGER.warning("%s: report file %s is empty (no header)", self.stream_name,
@@ -194,14 +194,29 @@ class WindowReader:
             width = len(converters)
             n = 0  # rows of the file read so far (blank lines not counted)
             while True:
-                block = list(itertools.islice(rows, size))
+                # The rows read before a failure (a dropped connection, a broken gzip)
+                # still go out: list.extend keeps what it got before the error.
+                block: list[list[str]] = []
+                failure: BaseException | None = None
+                try:
+                    block.extend(itertools.islice(rows, size))
+                except (SftpDropped, EOFError, gzip.BadGzipFile, zlib.error, csv.Error) as exc:
+                    failure = exc
                 if not block:
+                    if failure is not None:
+                        raise failure
                     break
                 if [] in block:
                     block = [row for row in block if row]
+                    if not block:  # blank lines only
+                        if failure is not None:
+                            raise failure
+                        continue
                 first = n
                 n += len(block)
                 if n <= skip:
+                    if failure is not None:
+                        raise failure
                     continue
                 if first < skip:
                     block = block[skip - first:]
@@ -216,6 +231,8 @@ class WindowReader:
                         f"values for {width} columns",
                     )
                 yield converters, block
+                if failure is not None:
+                    raise failure
             if n < skip:
                 raise TapAnalyticsError(
                     self.stream_name,

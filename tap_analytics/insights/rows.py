@@ -75,9 +75,7 @@ def _shapes() -> dict[str, tuple[str, int, str]]:
 
 _SHAPES = _shapes()
 _DAY, _HOUR = operator.itemgetter(slice(0, 10)), operator.itemgetter(slice(11, 13))
-_MINUTE, _SECOND = operator.itemgetter(slice(14, 16)), operator.itemgetter(slice(17, 19))
 _HOURS = frozenset(f"{h:02d}" for h in range(24))
-_SIXTY = frozenset(f"{m:02d}" for m in range(60))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -122,15 +120,21 @@ def convert_time_column(values: t.Sequence[str]) -> list[str | None]:
 def _same_shape(present: t.Sequence[str], shape: str, zone: str) -> bool:
     count = len(present)
     joined = "\n".join(present)
-    if len(joined) != count * (len(shape) + 1) - 1:
+    stride = len(shape) + 1
+    if len(joined) != count * stride - 1:
         return False
     if joined.translate(_SHAPE) != "\n".join(itertools.repeat(shape, count)):
         return False
     if zone == _UTC and joined.count(_UTC) != count:  # "+dd:dd" is the shape of any offset
         return False
-    return (_HOURS.issuperset(map(_HOUR, present)) and _SIXTY.issuperset(map(_MINUTE, present))
-            and _SIXTY.issuperset(map(_SECOND, present))
-            and all(map(_valid_day, set(map(_DAY, present)))))
+    # Every value has the same width: the n-th character of every value is
+    # joined[n::stride]. Hours 00-23, minutes and seconds 00-59, then the distinct days.
+    tens = joined[11::stride]
+    if tens.strip("01") and not _HOURS.issuperset(map(_HOUR, present)):
+        return False
+    if joined[14::stride].strip("012345") or joined[17::stride].strip("012345"):
+        return False
+    return all(map(_valid_day, set(map(_DAY, present))))
 
 
 def _rearranged(values: t.Sequence[str], style: tuple[str, int, str],

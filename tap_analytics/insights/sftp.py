@@ -23,10 +23,12 @@ from tap_analytics.common.errors import ConfigError, TapAnalyticsError
 LOGGER = logging.getLogger("tap-analytics.insights.sftp")
 PARAMIKO_LOG = "tap-analytics.insights.sftp.paramiko"
 
-#: Bytes read ahead per pipelined batch (32 requests of 32 KiB).
-READ_AHEAD = 32 * 32768
-#: Blocks of 32 KiB the read-ahead thread may hold for the reader (2 MiB).
-QUEUE_BLOCKS = 64
+#: Bytes requested per pipelined batch (128 requests of 32 KiB). While the reader's
+#: thread is busy, paramiko's threads get the GIL less often: more requests in flight
+#: keep the download ahead (1 MiB batches gave half the MB/s on a busy 2-core machine).
+READ_AHEAD = 128 * 32768
+#: Blocks of 32 KiB the read-ahead thread may hold for the reader (4 MiB).
+QUEUE_BLOCKS = 128
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (
     paramiko.Ed25519Key,
     paramiko.ECDSAKey,
