@@ -12,8 +12,10 @@ import contextlib
 import datetime as dt
 import io
 import json
+import logging
 import re
 import typing as t
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -237,3 +239,30 @@ def test_time_column_fast_styles() -> None:
     with pytest.raises(row_path.BadTime) as bad:
         row_path.convert_time_column(["2024-01-01T00:00:00Z", "2024-13-01T00:00:00Z"])
     assert bad.value.index == 1
+
+
+def test_the_record_counter_counts_every_row(small_files: Sandbox,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    config = _config(small_files, days=2)
+    with caplog.at_level(logging.INFO, logger="singer_sdk.metrics"):
+        out = _sync(config, _catalog(config))
+    rows = sum(line.startswith(b'{"type":"RECORD"') for line in out.splitlines())
+    counts = [json.loads(r.getMessage().split("METRIC: ", 1)[1]) for r in caplog.records
+              if "METRIC: " in r.getMessage() and '"record_count"' in r.getMessage()]
+    app = [c["value"] for c in counts if c["tags"]["stream"] == APP]
+    assert rows > 100 and app and sum(app) == rows
+
+
+def test_batch_mode_does_not_take_the_row_path(small_files: Sandbox, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_here(stream: t.Any) -> t.Iterator[dict]:
+        raise AssertionError("the row path ran in BATCH mode")
+
+    monkeypatch.setattr(row_path, "sync_windows", not_here)
+    config = _config(small_files, days=2)
+    config["batch_config"] = {"encoding": {"format": "jsonl", "compression": "gzip"},
+                              "storage": {"root": tmp_path.as_uri(), "prefix": "b-"}}
+    out = _sync(config, _catalog(config))
+    kinds = [json.loads(line)["type"] for line in out.splitlines()]
+    assert "BATCH" in kinds and "RECORD" not in kinds
+    assert list(tmp_path.glob("b-*"))
