@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks                 # every section (~10 min on 2 cores)
     .venv/bin/python -m benchmarks --quick         # smaller sizes, one repeat (a smoke run)
     .venv/bin/python -m benchmarks --sections 1,3  # some sections only
+    .venv/bin/python -m benchmarks --sections 6    # Insights row path, RSS, SFTP MB/s
     .venv/bin/python -m benchmarks --json out.json # also write every number as JSON
 
 Not a test: nothing here asserts; machines are shared and noisy. Read the medians.
@@ -31,7 +32,7 @@ def _fmt(x: float, digits: int = 2) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="1,2,3,4,5")
+    parser.add_argument("--sections", default="1,2,3,4,5,6")
     parser.add_argument("--quick", action="store_true",
                         help="20k events / 20k+200k rows, one repeat")
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant (>=3)")
@@ -169,11 +170,30 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r5['ratio_4_vs_1']:.2f}x ({r5['ratio_4_vs_plain']:.2f}x plain)",
                       r5["ratio_4_vs_1"] <= 0.35))
 
+    if "6" in sections:
+        from benchmarks import insights_rows
+
+        n = 100_000 if args.quick else insights_rows.ROWS
+        _log(f"\n== 6. Insights row path: {n:,} rows x 7 columns, tap vs plain extractor ==")
+        r6 = insights_rows.run(n=n, repeats=repeats, log=_log)
+        results["insights_rows"] = r6
+        rows, rss, sftp = r6["rows"], r6["rss"], r6["sftp"]
+        goals.append(("6  Insights rows/s after ready: tap >= 1.0x plain extractor",
+                      f"{rows['ratio_ready']:.2f}x ({rows['tap']['ready_rows_per_s']:,.0f} vs "
+                      f"{rows['plain']['ready_rows_per_s']:,.0f})", rows["ratio_ready"] >= 1.0))
+        big = max(rss[k]["peak_rss_mb"] for k in rss if k != "ratio")
+        goals.append(("6  Insights peak RSS 10x / 1x <= 1.2, < 200 MB",
+                      f"{rss['ratio']:.2f}x, {big:.0f} MB", rss["ratio"] <= 1.2 and big < 200))
+        goals.append(("6  SFTP MB/s: tap's client vs OpenSSH sftp (no goal)",
+                      f"{sftp['tap']:.0f} vs {sftp['openssh']:.0f} MB/s" if sftp else
+                      "skipped (no sshd / not root)", None))
+
     elapsed = time.monotonic() - started
     _log(f"\n== Goals ({elapsed / 60:.1f} min) ==")
     width = max(len(g[0]) for g in goals) if goals else 10
     for name, value, ok in goals:
-        _log(f"  {'PASS' if ok else 'FAIL'}  {name:{width}s}  {value}")
+        mark = "    " if ok is None else ("PASS" if ok else "FAIL")
+        _log(f"  {mark}  {name:{width}s}  {value}")
     results["goals"] = [{"goal": g, "value": v, "pass": ok} for g, v, ok in goals]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

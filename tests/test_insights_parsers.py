@@ -177,6 +177,30 @@ def test_csv_gz_roundtrip(rows: list[list[str]]) -> None:
     assert parsed[1:] == rows
 
 
+def _reference_csv_gz(data: bytes) -> list[list[str]]:
+    """What a TextIOWrapper over the GzipFile gives (the straightforward reading)."""
+    text = io.TextIOWrapper(gzip.GzipFile(fileobj=io.BytesIO(data)), encoding="utf-8-sig",
+                            errors="replace", newline="")
+    return list(csv.reader(text))
+
+
+_any_cell = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@given(st.lists(st.lists(_any_cell, min_size=2, max_size=2), min_size=1, max_size=12),
+       st.sampled_from(["\r\n", "\n", "\r"]), st.integers(min_value=1, max_value=9),
+       st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_csv_gz_blocks_split_lines_as_a_text_wrapper_does(
+        rows: list[list[str]], terminator: str, block: int, bom: bool) -> None:
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator=terminator).writerows([["A", "B"], *rows])
+    raw = ("\ufeff" if bom else "") + text.getvalue()
+    # a broken UTF-8 sequence too: replaced, as the wrapper does
+    data = gzip.compress(raw.encode() + b"\xe2\x80")
+    assert list(iter_csv_gz(io.BytesIO(data), block=block)) == _reference_csv_gz(data)
+
+
 @given(st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1)),
        st.sampled_from(["%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S+00:00",
                         "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S+02:00"]),

@@ -10,10 +10,11 @@ on the server, so the first n rows are the same rows, and no row goes out twice.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import functools
 import gzip
-import io
+import itertools
 import logging
 import re
 import time
@@ -23,13 +24,28 @@ import zlib
 from tap_analytics.common.errors import TapAnalyticsError
 from tap_analytics.common.timeutil import format_datetime, normalize
 from tap_analytics.insights import reports
-from tap_analytics.insights.parsers import iter_csv_gz
+from tap_analytics.insights.gunzip import GunzipAhead
+from tap_analytics.insights.parsers import iter_csv
 from tap_analytics.insights.sftp import SftpDropped, SftpSession
 
 LOGGER = logging.getLogger("tap-analytics.insights")
 _EPOCH_RE = re.compile(r"^\d{10,13}(\.\d+)?$")
 #: Bytes buffered between the SFTP stream and gunzip.
 BUFFER = 1 << 20
+#: Rows handed over at a time by `WindowReader.chunks` (bounded memory, C-level loops).
+CHUNK_ROWS = 2000
+
+
+@dataclasses.dataclass
+class RowChunk:
+    """Consecutive rows of one report file, as CSV value lists."""
+
+    path: str
+    #: (record property, converter or None) per column, in the file's order
+    converters: list[tuple[str, t.Callable | None]]
+    first: int  #: window row number (`row_number`) of rows[0]
+    line: int  #: row number within the file of rows[0] (1-based, blank lines not counted)
+    rows: list[list[str]]
 
 
 # UTC "YYYY-MM-DD[T ]HH:MM:SS[.f]{Z|+00:00|}" needs no datetime round trip: the fixed
@@ -99,20 +115,21 @@ class WindowReader:
             for h in header
         ]
 
-    def rows(self, paths: list[str], start: dt.datetime, end: dt.datetime
-             ) -> t.Iterator[dict]:
-        """Every row of the window's files, in file order, each exactly once."""
-        base = {"window_start": format_datetime(start), "window_end": format_datetime(end)}
+    def chunks(self, paths: list[str], *, size: int = CHUNK_ROWS) -> t.Iterator[RowChunk]:
+        """Every row of the window's files as lists of CSV values, in file order, each
+        exactly once, up to `size` rows at a time (a dropped connection or a broken gzip:
+        the file is read again and the rows already handed over are skipped)."""
         row_number = 0
         for path in paths:
-            emitted = 0  # rows of this file already yielded
+            emitted = 0  # rows of this file already handed over
             tries = 0
             while True:
                 tries += 1
                 try:
-                    for record in self._read(path, base, row_number, skip=emitted):
-                        emitted += 1
-                        yield record
+                    for converters, block in self._read_chunks(path, skip=emitted, size=size):
+                        yield RowChunk(path, converters, row_number + emitted + 1,
+                                       emitted + 1, block)
+                        emitted += len(block)
                     break
                 except SftpDropped as exc:
                     problem = f"the SFTP connection dropped ({exc})"
@@ -135,31 +152,16 @@ class WindowReader:
                 time.sleep(wait)
             row_number += emitted
 
-    def _read(self, path: str, base: dict, first_row: int, *, skip: int) -> t.Iterator[dict]:
-        stream = self.session.open_stream(path)
-        try:
-            rows = iter_csv_gz(io.BufferedReader(stream, BUFFER))
-            header = next(rows, None)
-            if header is None:
-                LOGGER.warning("%s: report file %s is empty (no header)", self.stream_name,
-                               path)
-                return
-            converters = self._converters(header, path)
-            width = len(converters)
-            n = 0
-            for row in rows:
-                if not row:
-                    continue
-                n += 1
-                if n <= skip:
-                    continue
-                if len(row) != width:
-                    raise TapAnalyticsError(
-                        self.stream_name,
-                        f"report file {path} row {n}: {len(row)} values for {width} columns",
-                    )
+    def rows(self, paths: list[str], start: dt.datetime, end: dt.datetime
+             ) -> t.Iterator[dict]:
+        """Every row of the window's files as a typed record, in file order, each once."""
+        base = {"window_start": format_datetime(start), "window_end": format_datetime(end)}
+        for chunk in self.chunks(paths):
+            path = chunk.path
+            converters = chunk.converters
+            for offset, row in enumerate(chunk.rows):
                 record = dict(base)
-                record["row_number"] = first_row + n
+                record["row_number"] = chunk.first + offset
                 record["source_file"] = path
                 for (name, convert), value in zip(converters, row):
                     if convert is None:
@@ -170,10 +172,67 @@ class WindowReader:
                         except ValueError:
                             raise TapAnalyticsError(
                                 self.stream_name,
-                                f"report file {path} row {n}: {name} {value[:40]!r} is not "
-                                "a date-time",
+                                f"report file {path} row {chunk.line + offset}: {name} "
+                                f"{value[:40]!r} is not a date-time",
                             ) from None
                 yield record
+
+    def _read_chunks(self, path: str, *, skip: int, size: int
+                     ) -> t.Iterator[tuple[list[tuple[str, t.Callable | None]],
+                                           list[list[str]]]]:
+        """(converters, rows) blocks of one file after its first `skip` rows; blank lines
+        dropped; a row of the wrong width ends it (after the rows before it)."""
+        stream = GunzipAhead(self.session.open_stream(path), buffer_size=BUFFER)
+        try:
+            rows = iter_csv(stream)
+            header = next(rows, None)
+            if header is None:
+                LOGGER.warning("%s: report file %s is empty (no header)", self.stream_name,
+                               path)
+                return
+            converters = self._converters(header, path)
+            width = len(converters)
+            n = 0  # rows of the file read so far (blank lines not counted)
+            while True:
+                # The rows read before a failure (a dropped connection, a broken gzip)
+                # still go out: list.extend keeps what it got before the error.
+                block: list[list[str]] = []
+                failure: BaseException | None = None
+                try:
+                    block.extend(itertools.islice(rows, size))
+                except (SftpDropped, EOFError, gzip.BadGzipFile, zlib.error, csv.Error) as exc:
+                    failure = exc
+                if not block:
+                    if failure is not None:
+                        raise failure
+                    break
+                if [] in block:
+                    block = [row for row in block if row]
+                    if not block:  # blank lines only
+                        if failure is not None:
+                            raise failure
+                        continue
+                first = n
+                n += len(block)
+                if n <= skip:
+                    if failure is not None:
+                        raise failure
+                    continue
+                if first < skip:
+                    block = block[skip - first:]
+                    first = skip
+                if set(map(len, block)) != {width}:
+                    bad = next(i for i, row in enumerate(block) if len(row) != width)
+                    if bad:
+                        yield converters, block[:bad]
+                    raise TapAnalyticsError(
+                        self.stream_name,
+                        f"report file {path} row {first + bad + 1}: {len(block[bad])} "
+                        f"values for {width} columns",
+                    )
+                yield converters, block
+                if failure is not None:
+                    raise failure
             if n < skip:
                 raise TapAnalyticsError(
                     self.stream_name,

@@ -3,16 +3,19 @@
 - `parse_status(body)`: the status body of GET /dwh/Q/<id>/status.
 - `parse_download_paths(body)`: the file paths out of GET /dwh/Q/<id>
   ("Process finished. Download: [u'reports/...csv.gz']": a Python-repr list in a string).
-- `iter_csv_gz(fileobj)`: a binary csv.gz stream -> header, then row lists, streamed.
+- `iter_csv_gz(fileobj)`: a binary csv.gz stream -> header, then row lists, streamed
+  (`iter_csv(binary)`: the same for a stream decompressed elsewhere).
 - `error_detail(body)`: the doc's 400/429/500 bodies as one short line.
 """
 
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import re
 import typing as t
@@ -137,15 +140,50 @@ def _flatten_message(node: t.Any, label: str = "") -> str:
     return f"{label}: {text}" if label else text
 
 
-def iter_csv_gz(fileobj: t.BinaryIO) -> t.Iterator[list[str]]:
+def iter_csv_gz(fileobj: t.BinaryIO, *, block: int = 1 << 20) -> t.Iterator[list[str]]:
     """Stream a gzip-compressed CSV: first the header list, then each row list
     (a BOM is dropped; the caller maps rows to its column names).
 
-    Nothing is held beyond the current block. A truncated or corrupt gzip raises
-    EOFError / gzip.BadGzipFile / zlib.error from the read that hits it.
-    """
-    gz = gzip.GzipFile(fileobj=fileobj, mode="rb")
-    text = io.TextIOWrapper(gz, encoding="utf-8-sig", errors="replace", newline="")
-    reader = csv.reader(text)
-    yield from reader
+    Nothing is held beyond the current block (`block` bytes of decompressed text, plus a
+    line longer than that). A truncated or corrupt gzip raises EOFError /
+    gzip.BadGzipFile / zlib.error from the read that hits it.
 
+    The text is split into lines a block at a time (`_line_blocks`) and handed to the C
+    csv reader through `itertools.chain`: no Python call per line (a TextIOWrapper over
+    the GzipFile asks the GzipFile whether it is closed on every line).
+    """
+    return iter_csv(gzip.GzipFile(fileobj=fileobj, mode="rb"), block=block)
+
+
+def iter_csv(binary: t.BinaryIO, *, block: int = 1 << 20) -> t.Iterator[list[str]]:
+    """`iter_csv_gz` for an already decompressed binary stream (`binary.read(n)` may
+    return fewer bytes than n; b"" is the end)."""
+    return csv.reader(itertools.chain.from_iterable(_line_blocks(binary, block)))
+
+
+#: A text without "\n" longer than this is cut after its last "\r" (old Mac files).
+_LONG_LINE = 4 << 20
+
+
+def _line_blocks(binary: t.BinaryIO, block: int) -> t.Iterator[io.StringIO]:
+    """The decoded text (UTF-8, BOM dropped, bad bytes replaced) as StringIOs of whole
+    lines; iterating a StringIO(newline="") splits lines as the csv module expects
+    (\n, \r\n or \r, kept at the end of each line), in C."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+    carry = ""
+    while True:
+        data = binary.read(block)
+        text = carry + decoder.decode(data, final=not data)
+        if not data:
+            if text:
+                yield io.StringIO(text, newline="")
+            return
+        # cut after the last "\n": a "\r\n" is never split between two blocks
+        cut = text.rfind("\n") + 1
+        if not cut and len(text) > _LONG_LINE:
+            cut = text.rfind("\r", 0, len(text) - 1) + 1
+        if not cut:
+            carry = text
+            continue
+        carry = text[cut:]
+        yield io.StringIO(text[:cut], newline="")

@@ -25,6 +25,7 @@ from tap_analytics.common.fastpath import FastRecordsMixin
 from tap_analytics.common.http import BookmarkCheckMixin
 from tap_analytics.common.timeutil import format_datetime, parse_datetime, utcnow
 from tap_analytics.insights import reports
+from tap_analytics.insights import rows as row_path
 from tap_analytics.insights.client import InsightsApi, QueryResult, iso_z
 from tap_analytics.insights.download import WindowReader
 from tap_analytics.insights.schedule import submit_query, window_label
@@ -168,6 +169,32 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
         else:
             self.state_manager.is_flushed = False
 
+    # singer-sdk 0.54.9: `_sync_records` is the SDK's private per-record sync loop (see
+    # FastRecordsMixin). Where `row_path.window_loop_applies`, the window loop below runs
+    # with a `WindowEmitter` that writes each window's rows as RECORD lines a block at a
+    # time (same output, see insights/rows.py); anywhere else (BATCH mode included) the
+    # rows go through the SDK's loop as dicts.
+    @override
+    def _sync_records(self, context: Context | None = None, *,
+                      write_messages: bool = True) -> t.Iterator[dict]:
+        noop = type(self)._increment_stream_state is InsightsReportStream._increment_stream_state
+        if row_path.window_loop_applies(self, context, write_messages, increment_is_noop=noop):
+            return row_path.sync_windows(self)
+        return super()._sync_records(context, write_messages=write_messages)
+
+    def _window_records(self, reader: WindowReader, paths: list[str], start: dt.datetime,
+                        end: dt.datetime) -> t.Generator[dict, None, int]:
+        """The rows of one window as records (or written by the row path's emitter, which
+        yields none); returns how many."""
+        emitter = self.__dict__.get("window_emitter")
+        if emitter is not None:
+            return emitter.emit_window(reader, paths, start, end)  # type: ignore[no-any-return]
+        count = 0
+        for record in reader.rows(paths, start, end):
+            count += 1
+            yield record
+        return count
+
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         start, end = self._range()
@@ -203,14 +230,11 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
                     submitted += 1
                 result = futures.pop(i).result()
                 began = time.monotonic()
-                rows = 0
                 if result.status == "Failed":
                     self.logger.info(
                         "%s window %d/%d: no data (query %s Failed: %s)", self.name, i + 1,
                         len(todo), result.guid, "; ".join(result.messages) or "no message")
-                for record in reader.rows(result.paths, w_start, w_end):
-                    rows += 1
-                    yield record
+                rows = yield from self._window_records(reader, result.paths, w_start, w_end)
                 total_rows += rows
                 self._window_done(w_end, write=write_each)
                 took = max(time.monotonic() - began, 1e-6)

@@ -1,0 +1,288 @@
+"""Section 4: the Insights row path against a plain extractor; memory; SFTP MB/s.
+
+    .venv/bin/python -m benchmarks --sections 4           # ~3-4 min on 2 busy cores
+    .venv/bin/python -m benchmarks.insights_rows --quick  # this section alone, smaller
+
+(a) rows/s on one report of the issue's shape (7 columns, two of them times, 470k rows in
+    2 csv.gz files, one window): the tap (`tap-analytics`, RECORD lines to a pipe) vs
+    `benchmarks/plain_insights.py` (requests + paramiko + gzip + csv + orjson), both
+    against the sandbox's HTTP + paramiko SFTP servers on loopback. "After the report
+    was ready": from the file list to the last row (the tap's window log line; the plain
+    extractor prints the same span), medians of `repeats` runs, alternated.
+(b) peak RSS of the tap at 1x and 10x that report: VmHWM of the tap process itself
+    (sampled from /proc every 10 ms by `common.run_child`; the tap is exec'd, so nothing
+    of this big process is counted).
+(c) SFTP download MB/s of one 128 MiB file from OpenSSH's sshd (`sandbox/sshd.py`, root
+    only; skipped otherwise): the tap's `SftpSession.open_stream` (paramiko, pipelined
+    reads) vs OpenSSH's `sftp` client (`get` to /dev/null), connection set-up included.
+(d) hours per TB: 1e12 bytes of report CSV (uncompressed) / (row path rows/s x CSV bytes
+    per row), for one core (one stream); for 8 cores, 8 taps on disjoint ranges (the
+    work per row is CPU-bound on one core each; Insights' 2-query limit is not the
+    bottleneck, queries finish before their files are read), capped by the SFTP MB/s of
+    (c) for the compressed bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import typing as t
+from pathlib import Path
+
+from benchmarks.common import PYTHON, ROOT, TAP, median, vm_hwm_kb
+
+FIELDS = ["TimeStamp", "FlowId", "SessionId", "TransactionId", "IsTriggerAction",
+          "EndTime", "ExitReason"]
+ROWS = 470_000
+#: 1x for the memory runs (10x = 1M rows: the sandbox writes them in about a minute)
+RSS_ROWS = 100_000
+_WINDOW_RATE = re.compile(r"window 1/1 .* done: (\d+) rows in ([\d.]+) s")
+_PLAIN_RATE = re.compile(r"plain: (\d+) rows in ([\d.]+) s after the report was ready")
+
+
+def _config(sb: t.Any) -> dict:
+    import datetime as dt
+
+    from tap_analytics.sandbox import DATA_START
+
+    config = sb.config()
+    config.pop("alation", None)
+    config.pop("scuba", None)
+    block = config["insights"]
+    block["reports"] = [{"name": "calls", "data": {"ApplicationExitEvent": {"fields": FIELDS}}}]
+    block["window_hours"] = 24
+    config["start_date"] = DATA_START.isoformat()
+    config["end_date"] = (DATA_START + dt.timedelta(days=1)).isoformat()
+    return config
+
+
+def _catalog(config: dict, stream: str) -> dict:
+    from tap_analytics.tap import TapAnalytics
+
+    catalog = TapAnalytics(config=config, parse_env_config=False).catalog_dict
+    for entry in catalog["streams"]:
+        for md in entry["metadata"]:
+            if md["breadcrumb"] == []:
+                md["metadata"]["selected"] = entry["tap_stream_id"] == stream
+    return catalog
+
+
+def _run(cmd: list[str], *, timeout: float = 900) -> dict:
+    """Run `cmd` with stdout drained (RECORD lines counted), stderr kept; wall, peak RSS."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
+        counts = {"records": 0}
+
+        def drain() -> None:
+            assert proc.stdout is not None
+            tail = b""
+            while chunk := proc.stdout.read1(1 << 20):  # type: ignore[attr-defined]
+                data = tail + chunk
+                cut = data.rfind(b"\n") + 1
+                counts["records"] += data.count(b'{"type":"RECORD"', 0, cut)
+                tail = data[cut:]
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        hwm = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            hwm = max(hwm, vm_hwm_kb(proc.pid))
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.01)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        reader.join(timeout=30)
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+            "rc": proc.returncode, "records": counts["records"],
+            "peak_rss_mb": hwm / 1024, "stderr": stderr}
+
+
+def _ready_rate(stderr: str, pattern: re.Pattern) -> float:
+    found = pattern.search(stderr)
+    if not found:
+        return float("nan")
+    return int(found.group(1)) / max(float(found.group(2)), 1e-6)
+
+
+def rows_per_s(sb: t.Any, tmp: Path, n: int, repeats: int,
+               log: t.Callable[[str], None]) -> dict:
+    config = _config(sb)
+    (tmp / "config.json").write_text(json.dumps(config))
+    (tmp / "catalog.json").write_text(json.dumps(_catalog(config, "insights_calls")))
+    sb.insights.rows_override = n
+    sb.insights.rows_per_file = -(-n // 2)  # two files
+    tap = [TAP, "--config", str(tmp / "config.json"), "--catalog", str(tmp / "catalog.json")]
+    plain = [PYTHON, "-m", "benchmarks.plain_insights", str(tmp / "config.json"),
+             "insights_calls"]
+    t0 = time.perf_counter()
+    warm = _run(plain)  # the sandbox writes the report files once (reused by every run)
+    log(f"    report files written and read once in {time.perf_counter() - t0:.1f} s "
+        f"({warm['records']:,d} rows)")
+    runs: dict[str, list[dict]] = {"tap": [], "plain": []}
+    for i in range(repeats):
+        for label, cmd, pattern in (("tap", tap, _WINDOW_RATE),
+                                    ("plain", plain, _PLAIN_RATE)):
+            r = _run(cmd)
+            r["ready_rows_per_s"] = _ready_rate(r["stderr"], pattern)
+            runs[label].append(r)
+            log(f"    {label:5s} run {i + 1}/{repeats}: {r['records']:,d} rows, wall "
+                f"{r['wall']:5.1f} s, CPU {r['cpu']:4.1f} s, "
+                f"{r['ready_rows_per_s']:,.0f} rows/s after the report "
+                f"was ready, peak RSS {r['peak_rss_mb']:.0f} MB (exit {r['rc']})")
+            if r["rc"] != 0 or r["records"] != n:
+                log("      !! " + r["stderr"][-600:].replace("\n", "\n      "))
+    out: dict[str, t.Any] = {"rows": n}
+    for label, rs in runs.items():
+        out[label] = {
+            "ok": all(r["rc"] == 0 and r["records"] == n for r in rs),
+            "ready_rows_per_s": median(r["ready_rows_per_s"] for r in rs),
+            "wall_rows_per_s": n / median(r["wall"] for r in rs),
+            "cpu_s": median(r["cpu"] for r in rs),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+        }
+    out["ratio_ready"] = out["tap"]["ready_rows_per_s"] / out["plain"]["ready_rows_per_s"]
+    out["ratio_wall"] = out["tap"]["wall_rows_per_s"] / out["plain"]["wall_rows_per_s"]
+    out["ratio_cpu"] = out["plain"]["cpu_s"] / out["tap"]["cpu_s"]
+    # bytes per row of the report, compressed and as CSV text
+    files = [p for p in sb.insights._written.values()][-1]  # the files of this report
+    gz = sum(os.path.getsize(p) for p in files)
+    csv_bytes = 0
+    for p in files:
+        with gzip.open(p, "rb") as fh:
+            while block := fh.read(1 << 20):
+                csv_bytes += len(block)
+    out["gz_bytes_per_row"] = gz / n
+    out["csv_bytes_per_row"] = csv_bytes / n
+    return out
+
+
+def peak_rss(sb: t.Any, tmp: Path, sizes: tuple[int, int],
+             log: t.Callable[[str], None]) -> dict:
+    config = _config(sb)
+    tap = [TAP, "--config", str(tmp / "config.json"), "--catalog", str(tmp / "catalog.json")]
+    (tmp / "config.json").write_text(json.dumps(config))
+    out: dict[str, t.Any] = {}
+    for n in sizes:
+        sb.insights.rows_override = n
+        sb.insights.rows_per_file = 235_000  # the issue's file size
+        r = _run(tap)
+        rate = _ready_rate(r["stderr"], _WINDOW_RATE)
+        log(f"    {n:>9,d} rows: peak RSS {r['peak_rss_mb']:.1f} MB, {r['records']:,d} rows, "
+            f"{rate:,.0f} rows/s after ready, wall {r['wall']:.1f} s (exit {r['rc']}; "
+            "includes the sandbox writing the files)")
+        out[str(n)] = {"peak_rss_mb": r["peak_rss_mb"], "ok": r["rc"] == 0 and
+                       r["records"] == n, "ready_rows_per_s": rate}
+    small, big = (out[str(n)]["peak_rss_mb"] for n in sizes)
+    out["ratio"] = big / small
+    return out
+
+
+def sftp_speed(log: t.Callable[[str], None], size_mb: int = 128) -> dict | None:
+    from tap_analytics.insights.sftp import SftpSession
+    from tap_analytics.sandbox.sshd import OpenSshSftp, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        log(f"    skipped: {reason}")
+        return None
+    with OpenSshSftp() as server, tempfile.TemporaryDirectory() as tmp:
+        name = "bench-128m.bin"
+        path = Path(server.home) / name
+        with open(path, "wb") as fh:
+            for _ in range(size_mb):
+                fh.write(os.urandom(1 << 20))
+        os.chmod(path, 0o644)
+        key = Path(tmp) / "key"
+        key.write_text(server.client_key_text)
+        key.chmod(0o600)
+        results: dict[str, list[float]] = {"tap": [], "openssh": []}
+        try:
+            for _ in range(3):
+                began = time.perf_counter()
+                session = SftpSession(server.sftp_config(), timeout=60)
+                stream = session.open_stream(name)
+                got = 0
+                while block := stream.read(1 << 20):
+                    got += len(block)
+                stream.close()
+                session.close()
+                assert got == size_mb << 20
+                results["tap"].append(size_mb / (time.perf_counter() - began))
+                began = time.perf_counter()
+                subprocess.run(
+                    ["sftp", "-q", "-b", "-", "-i", str(key), "-P", str(server.port),
+                     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                     "-o", "BatchMode=yes", f"{server.user}@127.0.0.1"],
+                    input=f"get {name} /dev/null\n".encode(), check=True, timeout=300,
+                    capture_output=True)
+                results["openssh"].append(size_mb / (time.perf_counter() - began))
+        finally:
+            path.unlink(missing_ok=True)
+    out = {k: median(v) for k, v in results.items()}
+    log(f"    {size_mb} MiB file: tap (paramiko) {out['tap']:.0f} MB/s, OpenSSH sftp "
+        f"{out['openssh']:.0f} MB/s (medians of 3; runs: tap "
+        f"{', '.join(f'{x:.0f}' for x in results['tap'])}; openssh "
+        f"{', '.join(f'{x:.0f}' for x in results['openssh'])})")
+    out["ratio"] = out["tap"] / out["openssh"]
+    return out
+
+
+def run(*, n: int = ROWS, repeats: int = 3, rss_sizes: tuple[int, int] | None = None,
+        log: t.Callable[[str], None] = print) -> dict:
+    from tap_analytics.sandbox import Sandbox
+
+    rss_sizes = rss_sizes or (RSS_ROWS, 10 * RSS_ROWS)
+    results: dict[str, t.Any] = {}
+    with Sandbox(seed=7, services=["insights"]) as sb, \
+            tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        log(f"  (a) {n:,d} rows x {len(FIELDS)} columns, 2 files: tap vs plain extractor")
+        results["rows"] = r = rows_per_s(sb, tmp, n, repeats, log)
+        log(f"    medians: tap {r['tap']['ready_rows_per_s']:,.0f} rows/s, plain "
+            f"{r['plain']['ready_rows_per_s']:,.0f} rows/s after ready "
+            f"(tap/plain {r['ratio_ready']:.2f}x); whole run {r['ratio_wall']:.2f}x; "
+            f"CPU s tap {r['tap']['cpu_s']:.1f}, plain {r['plain']['cpu_s']:.1f} (whole "
+            "runs, start-up included)")
+        log(f"  (b) peak RSS at {rss_sizes[0]:,d} and {rss_sizes[1]:,d} rows")
+        results["rss"] = m = peak_rss(sb, tmp, rss_sizes, log)
+        log(f"    ratio {m['ratio']:.2f}x")
+    log("  (c) SFTP MB/s from OpenSSH's sshd: the tap's client vs OpenSSH's sftp")
+    results["sftp"] = s = sftp_speed(log)
+    rate = r["tap"]["ready_rows_per_s"]
+    per_core_h = 1e12 / (rate * r["csv_bytes_per_row"]) / 3600
+    gz_mb_s_8 = 8 * rate * r["gz_bytes_per_row"] / 1e6
+    cap = s["tap"] if s else float("inf")
+    eight_h = per_core_h / 8 if gz_mb_s_8 <= cap else 1e12 / (
+        cap * 1e6 / r["gz_bytes_per_row"] * r["csv_bytes_per_row"]) / 3600
+    results["hours_per_tb"] = {"one_core": per_core_h, "eight_cores": eight_h,
+                               "csv_bytes_per_row": r["csv_bytes_per_row"],
+                               "gz_bytes_per_row": r["gz_bytes_per_row"],
+                               "gz_mb_s_needed_8": gz_mb_s_8}
+    log(f"  (d) {r['csv_bytes_per_row']:.0f} CSV bytes/row ({r['gz_bytes_per_row']:.1f} "
+        f"gzipped): 1 TB of report CSV = {1e12 / r['csv_bytes_per_row'] / 1e9:.1f} G rows; "
+        f"{per_core_h:.1f} h on one core, {eight_h:.1f} h on 8 (needs "
+        f"{gz_mb_s_8:.0f} MB/s of SFTP)")
+    return results
+
+
+if __name__ == "__main__":
+    quick = "--quick" in sys.argv
+    out = run(n=100_000 if quick else ROWS, repeats=1 if quick else 3)
+    print(json.dumps(out, indent=2, default=str))
