@@ -389,3 +389,16 @@ def test_unflushed_records_stay_buffered_until_stream_end() -> None:
         assert sink.chunks == [] and writer.pending_bytes() > 0
         writer.write_line(b'{"type":"STATE","value":{}}\n', final=True)
     assert sink.chunks == [b'{"type":"RECORD"}\n{"type":"STATE","value":{}}\n']
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "\u2028", "\u2029", "\u0085", "\u2014", "\u201c", "é",
+                                 "\u20ac", '"', "\n"]), max_size=40))
+def test_escape_line_breakers_equals_the_plain_replacements(parts: list[str]) -> None:
+    from tap_analytics.common.writer import escape_line_breakers
+
+    data = "".join(parts).encode("utf-8")
+    expected = (data.replace("\u2028".encode(), b"\\u2028")
+                .replace("\u2029".encode(), b"\\u2029").replace("\u0085".encode(), b"\\u0085"))
+    assert bytes(escape_line_breakers(bytearray(data))) == expected
+    assert bytes(escape_line_breakers(data)) == expected
