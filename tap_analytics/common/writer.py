@@ -38,16 +38,12 @@ _LINE_BREAKERS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"),
 
 def escape_line_breakers(data: bytes | bytearray) -> bytes | bytearray:
     """JSON text with U+2028, U+2029 and U+0085 written as escapes."""
-    # One-byte searches first (memchr, ~30x faster than a longer search on long data),
-    # then each sequence alone: an em dash or a curly quote (also \xe2\x80...) in the
-    # data must not cost three replace passes over the whole buffer.
-    if b"\xe2" in data:
-        for raw, escaped in _LINE_BREAKERS[:2]:
-            if raw in data:
-                data = data.replace(raw, escaped)
-    if b"\xc2" in data:
-        raw, escaped = _LINE_BREAKERS[2]
-        if raw in data:
+    # One-byte searches (memchr, ~20x faster than a search for the whole sequence on
+    # long data) rule most sequences out: the lead byte, then the last byte, which is
+    # rarer in text (an em dash or a curly quote is \xe2\x80 too). Only a sequence
+    # whose bytes are all present is searched for, and only a present one replaced.
+    for raw, escaped in _LINE_BREAKERS:
+        if raw[:1] in data and raw[-1:] in data and raw in data:
             data = data.replace(raw, escaped)
     return data
 
