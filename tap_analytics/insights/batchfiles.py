@@ -1,0 +1,110 @@
+"""Batch files written from Arrow record batches: JSON Lines (gzip or plain) and Parquet.
+
+A `BatchFile` goes to the root/prefix of the SDK's `batch_config` through the SDK's own
+storage helper (`StorageTarget.open`: fsspec, so `file://` and `s3://` roots work as for
+the SDK's batchers). It is written batch by batch (bounded memory) and only `commit()`
+makes it visible: fsspec writes inside a transaction, and a file that failed half-way is
+discarded, never handed to a target.
+
+JSON Lines are built with Arrow compute kernels (string joins), not a dict per row; the
+values are those of the RECORD messages (strings, `null`, the integer `row_number`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import typing as t
+import zlib
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers._batch import BatchConfig
+
+#: gzip level of .jsonl.gz batch files: 1 is ~3x faster than 6 for ~15% larger files
+#: (report files are compressed at level 1 by the API too).
+JSONL_GZIP_LEVEL = 1
+_CONTROL = r"[\x00-\x1f]"
+
+
+def _json_strings(values: pa.Array) -> pa.Array:
+    """Each string as a JSON string literal; null as `null`."""
+    if pc.any(pc.match_substring_regex(values, _CONTROL)).as_py():
+        # Control characters need \\uXXXX escapes: rare, done value by value.
+        return pa.array(["null" if v is None else json.dumps(v, ensure_ascii=False)
+                         for v in values.to_pylist()], pa.string())
+    escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+    return pc.fill_null(pc.binary_join_element_wise('"', escaped, '"', ""), "null")
+
+
+def json_lines(batch: pa.RecordBatch) -> pa.Buffer:
+    """The batch as JSON Lines (one object per row, keys in column order), as bytes."""
+    pieces: list[t.Any] = []
+    for i, field in enumerate(batch.schema):
+        key = ("{" if i == 0 else ",") + json.dumps(field.name) + ":"
+        column = batch.column(i)
+        if pa.types.is_integer(field.type):
+            text = pc.fill_null(pc.cast(column, pa.string()), "null")
+        else:
+            text = _json_strings(column)
+        pieces += [key, text]
+    pieces.append("}\n")
+    lines = pc.binary_join_element_wise(*pieces, "")
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()),
+                                                     lines), "")
+    return joined[0].as_buffer()
+
+
+class BatchFile:
+    """One batch file in the storage target; `write()` batches, then `commit()` -> URL."""
+
+    def __init__(self, batch_config: BatchConfig, filename: str, schema: pa.Schema) -> None:
+        self.storage = batch_config.storage
+        self.format = batch_config.encoding.format
+        self.gzip = batch_config.encoding.compression == "gzip"
+        self.filename = filename
+        self._stack = contextlib.ExitStack()
+        self._file = self._stack.enter_context(self.storage.open(filename, "wb"))
+        self._zip = zlib.compressobj(JSONL_GZIP_LEVEL, zlib.DEFLATED, 31) if (
+            self.format == "jsonl" and self.gzip) else None
+        self._parquet = pq.ParquetWriter(
+            self._file, schema, compression="gzip" if self.gzip else "snappy"
+        ) if self.format == "parquet" else None
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._parquet is not None:
+            self._parquet.write_batch(batch)
+        else:
+            data = json_lines(batch)
+            self._file.write(self._zip.compress(data) if self._zip is not None else data)
+        self.rows += batch.num_rows
+
+    def commit(self) -> str:
+        """Finish the file and make it visible; its URL for the BATCH manifest."""
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self._zip is not None:
+            self._file.write(self._zip.flush())
+        self._stack.close()  # closes the file and ends the storage's transaction (commit)
+        return self.storage.get_url(self.filename)
+
+    def discard(self) -> None:
+        """Drop a half-written file (never committed, so never visible)."""
+        with contextlib.suppress(Exception):
+            if self._parquet is not None:
+                self._parquet.close()
+        with contextlib.suppress(Exception):
+            self._file.discard()
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(RuntimeError, RuntimeError("discarded"), None)
+
+
+def extension(batch_config: BatchConfig) -> str:
+    gz = batch_config.encoding.compression == "gzip"
+    if batch_config.encoding.format == "parquet":
+        return ".parquet"
+    return ".jsonl.gz" if gz else ".jsonl"
