@@ -182,3 +182,17 @@ def test_json_lines_are_the_json_of_each_row(rows: list[tuple[t.Any, int]]) -> N
     lines = json_lines(batch).to_pybytes().decode().split("\n")
     assert lines[-1] == ""
     assert [json.loads(line) for line in lines[:-1]] == [{"text": a, "n": b} for a, b in rows]
+
+
+def test_json_lines_with_constant_and_plain_columns() -> None:
+    values = ['a"b', "c\\d", "é\u2028", "tab\there", None, ""]
+    n = len(values)
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(["w s"] * n), pa.array(list(range(1, n + 1)), pa.int64()),
+         pa.array(values, pa.string()),
+         pa.array(["2024-01-01T00:00:00.000000+00:00"] * (n - 1) + [None], pa.string())],
+        names=["window_start", "row_number", "text", "timestamp"])
+    text = json_lines(batch, constant=("window_start",), plain=("timestamp",))
+    rows = [json.loads(line) for line in text.to_pybytes().decode().split("\n")[:-1]]
+    assert rows == batch.to_pylist()
+    assert list(rows[0]) == ["window_start", "row_number", "text", "timestamp"]

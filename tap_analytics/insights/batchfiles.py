@@ -30,28 +30,43 @@ JSONL_GZIP_LEVEL = 1
 _CONTROL = r"[\x00-\x1f]"
 
 
-def _json_strings(values: pa.Array) -> pa.Array:
-    """Each string as a JSON string literal; null as `null`."""
-    if pc.any(pc.match_substring_regex(values, _CONTROL)).as_py():
-        # Control characters need \\uXXXX escapes: rare, done value by value.
-        return pa.array(["null" if v is None else json.dumps(v, ensure_ascii=False)
-                         for v in values.to_pylist()], pa.string())
-    escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
-    return pc.fill_null(pc.binary_join_element_wise('"', escaped, '"', ""), "null")
+def _json_strings(values: pa.Array, *, plain: bool = False) -> pa.Array:
+    """Each string as a JSON string literal; null as `null`. `plain`: the caller knows
+    the values need no escaping (e.g. the tap's own RFC 3339 timestamps)."""
+    if not plain:
+        if not pc.all(pc.ascii_is_printable(values)).as_py() and pc.any(
+                pc.match_substring_regex(values, _CONTROL)).as_py():
+            # Control characters need \uXXXX escapes: rare, done value by value.
+            return pa.array(["null" if v is None else json.dumps(v, ensure_ascii=False)
+                             for v in values.to_pylist()], pa.string())
+        for char in ("\\", '"'):  # the backslash first
+            if pc.any(pc.match_substring(values, char)).as_py():
+                values = pc.replace_substring(values, char, "\\" + char)
+    return pc.fill_null(pc.binary_join_element_wise('"', values, '"', ""), "null")
 
 
-def json_lines(batch: pa.RecordBatch) -> pa.Buffer:
-    """The batch as JSON Lines (one object per row, keys in column order), as bytes."""
+def json_lines(batch: pa.RecordBatch, *, constant: t.Collection[str] = (),
+               plain: t.Collection[str] = ()) -> pa.Buffer:
+    """The batch as JSON Lines (one object per row, keys in column order), as bytes.
+
+    `constant`: columns with one value in the whole batch (written once, as text);
+    `plain`: string columns whose values need no escaping.
+    """
     pieces: list[t.Any] = []
+    text = ""
     for i, field in enumerate(batch.schema):
-        key = ("{" if i == 0 else ",") + json.dumps(field.name) + ":"
+        text += ("{" if i == 0 else ",") + json.dumps(field.name) + ":"
         column = batch.column(i)
+        if field.name in constant and len(column):
+            text += json.dumps(column[0].as_py())
+            continue
+        pieces.append(text)
+        text = ""
         if pa.types.is_integer(field.type):
-            text = pc.fill_null(pc.cast(column, pa.string()), "null")
+            pieces.append(pc.fill_null(pc.cast(column, pa.string()), "null"))
         else:
-            text = _json_strings(column)
-        pieces += [key, text]
-    pieces.append("}\n")
+            pieces.append(_json_strings(column, plain=field.name in plain))
+    pieces.append(text + "}\n")
     lines = pc.binary_join_element_wise(*pieces, "")
     joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()),
                                                      lines), "")
@@ -61,11 +76,14 @@ def json_lines(batch: pa.RecordBatch) -> pa.Buffer:
 class BatchFile:
     """One batch file in the storage target; `write()` batches, then `commit()` -> URL."""
 
-    def __init__(self, batch_config: BatchConfig, filename: str, schema: pa.Schema) -> None:
+    def __init__(self, batch_config: BatchConfig, filename: str, schema: pa.Schema, *,
+                 constant: t.Collection[str] = (), plain: t.Collection[str] = ()) -> None:
         self.storage = batch_config.storage
         self.format = batch_config.encoding.format
         self.gzip = batch_config.encoding.compression == "gzip"
         self.filename = filename
+        self.constant = constant
+        self.plain = plain
         self._stack = contextlib.ExitStack()
         self._file = self._stack.enter_context(self.storage.open(filename, "wb"))
         self._zip = zlib.compressobj(JSONL_GZIP_LEVEL, zlib.DEFLATED, 31) if (
@@ -79,7 +97,7 @@ class BatchFile:
         if self._parquet is not None:
             self._parquet.write_batch(batch)
         else:
-            data = json_lines(batch)
+            data = json_lines(batch, constant=self.constant, plain=self.plain)
             self._file.write(self._zip.compress(data) if self._zip is not None else data)
         self.rows += batch.num_rows
 
