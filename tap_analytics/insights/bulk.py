@@ -50,8 +50,8 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 
 LOGGER = logging.getLogger("tap-analytics.insights")
-#: Arrow batches (~1 MiB of CSV each) queued per file being decoded.
-QUEUE_BATCHES = 4
+#: Arrow batches (~512 KiB of CSV each) queued per file being decoded.
+QUEUE_BATCHES = 2
 #: Files of one window decoded at once (each on its own SFTP connection).
 MAX_WORKERS = 4
 _END = object()
@@ -109,6 +109,16 @@ class WindowFiles:
         self._sessions: list[SftpSession] = []
         self._lock = threading.Lock()
         self._window = 0
+
+    def connect_ahead(self) -> None:
+        """Open the workers' SFTP connections now (an SSH handshake takes ~0.5-1 s),
+        while the first query runs. Best effort: a failure shows again on first use."""
+        for _ in range(self.workers):
+            self._pool.submit(self._connect_quietly)
+
+    def _connect_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self._session().connect()
 
     # -- main thread ---------------------------------------------------------------------
 
@@ -256,6 +266,7 @@ def stream_batches(stream: t.Any, batch_config: BatchConfig
     _bounded_memory()
     writer = WindowFiles(stream.name, stream.columns, batch_config, stream.config["insights"],
                          max_tries=api.max_tries)
+    writer.connect_ahead()
     encoding = batch_config.encoding
     total = 0
     try:
