@@ -1,6 +1,7 @@
 """`meltano run tap-analytics target-postgres` in BATCH mode (batch_config: jsonl.gz and
-parquet): the Insights report streams hand their batch files to meltanolabs-target-postgres,
-and the warehouse holds exactly the rows and values of the tap's RECORD mode run.
+parquet): the Insights report streams hand their batch files (bulk.py) to
+meltanolabs-target-postgres, the other streams the SDK's own batch files, and the
+warehouse holds exactly the rows and values of the tap's RECORD mode run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from e2e_support import (
     sandbox_env,
     start_postgres,
 )
+from e2e_support import available_services as services
 from helpers import run_cli
 
 from tap_analytics.sandbox import Sandbox
@@ -33,8 +35,8 @@ def postgres() -> t.Iterator[Postgres]:
 
 @pytest.fixture(scope="module")
 def insights_expected() -> Expected:
-    """The RECORD mode run of the Insights sandbox (several files per window)."""
-    with Sandbox(seed=SEED, services=["insights"]) as sb:
+    """The RECORD mode run of the sandbox (Insights: several files per window)."""
+    with Sandbox(seed=SEED, services=services()) as sb:
         sb.insights.rows_per_file = 50
         result = run_cli(sb.config(), timeout=RUN_TIMEOUT)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -51,7 +53,8 @@ def test_meltano_batch_mode_into_postgres_loads_every_row(
     meltano_project: MeltanoProject, insights_expected: Expected, postgres: Postgres,
     fresh_sandbox: t.Callable[..., Sandbox], tmp_path: Path, fmt: str,
 ) -> None:
-    sb = fresh_sandbox(seed=SEED, services=["insights"])
+    # every service: meltano.yml's sandbox environment configures all three blocks
+    sb = fresh_sandbox(seed=SEED, services=services())
     sb.insights.rows_per_file = 50
     schema = f"bulk_{fmt}"
     env = {
