@@ -15,10 +15,11 @@ window, `WindowFiles.files()`:
   start on the same worker (up to `max_tries` reads, as the row path), skipping the rows
   already queued: no half file, no row twice.
 
-STATE: the SDK writes a STATE after every BATCH message. The window's bookmark is set
-(not written) just before the window's last batch is yielded, so every STATE covers
-exactly the windows whose rows are in batches already emitted. A window without rows
-(empty or Failed) writes its STATE at once: every earlier batch went out before it.
+STATE: the SDK writes a STATE after every BATCH message, with the bookmarks it has.
+A window's bookmark moves (and its STATE is written) only once the generator is resumed
+after the window's last batch, i.e. after the SDK wrote that BATCH message: every STATE
+covers exactly the windows whose rows are in batch files already emitted, even one that
+a SIGTERM handler writes at any moment. Empty and Failed windows move it too.
 """
 
 from __future__ import annotations
@@ -279,20 +280,17 @@ def stream_batches(stream: t.Any, batch_config: BatchConfig
                     LOGGER.info("%s window %d/%d: no data (query %s Failed: %s)", stream.name,
                                 i + 1, len(todo), result.guid,
                                 "; ".join(result.messages) or "no message")
-                held: str | None = None  # the last file is held back: see the docstring
                 rows = files = 0
                 for url, n in writer.files(result.paths, w_start, w_end):
-                    if held is not None:
-                        yield encoding, [held]
-                    held = url
                     rows += n
                     files += 1
                     counter.increment(n)
-                if held is None:
-                    stream._window_done(w_end, write=True)
-                else:
-                    stream._window_done(w_end, write=False)
-                    yield encoding, [held]
+                    yield encoding, [url]
+                # The SDK wrote the last BATCH (and a STATE) before resuming us: every row
+                # of the window is out, its bookmark is written now. Set before that yield,
+                # a SIGTERM in between would save a STATE ahead of the BATCH (the SDK's
+                # termination handler writes the state it has).
+                stream._window_done(w_end, write=True)
                 total += rows
                 took = max(time.monotonic() - began, 1e-6)
                 LOGGER.info("%s: window %d/%d [%s, %s) done: %d rows in %d batch file(s) in "

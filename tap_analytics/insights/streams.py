@@ -157,10 +157,9 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
         state.pop(PROGRESS_MARKERS, None)
         state["replication_key"] = self.replication_key
         state["replication_key_value"] = format_datetime(end)
+        self.state_manager.is_flushed = False  # a changed bookmark is news, rows or not
         if write:
             self.finalize_state_progress_markers(state)  # writes the STATE message
-        else:
-            self.state_manager.is_flushed = False
 
     def _plan(self) -> tuple[InsightsApi, list[tuple[dt.datetime, dt.datetime]]] | None:
         """The API client and the windows to sync (None: nothing to do); checks the
