@@ -32,7 +32,7 @@ def _fmt(x: float, digits: int = 2) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="1,2,3,4,5,6")
+    parser.add_argument("--sections", default="1,2,3,4,5,6,7")
     parser.add_argument("--quick", action="store_true",
                         help="20k events / 20k+200k rows, one repeat")
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant (>=3)")
@@ -187,6 +187,38 @@ def main(argv: list[str] | None = None) -> int:
         goals.append(("6  SFTP MB/s: tap's client vs OpenSSH sftp (no goal)",
                       f"{sftp['tap']:.0f} vs {sftp['openssh']:.0f} MB/s" if sftp else
                       "skipped (no sshd / not root)", None))
+
+    if "7" in sections:
+        from benchmarks import insights_bulk
+
+        n = 200_000 if args.quick else 1_000_000
+        _log(f"\n== 7. Insights BATCH path: {n:,} rows, {insights_bulk.FILES} files ==")
+        r4 = insights_bulk.run(n=n, repeats=repeats, log=_log)
+        results["insights_bulk"] = r4
+        v4 = r4["variants"]
+        for label, x in v4.items():
+            after = x["rows_per_s_after_ready"]
+            _log(f"    {label:13s} {_fmt(x['rows_per_s'], 0):>10s} rows/s (median wall "
+                 f"{_fmt(x['wall_median_s'])} s, CPU {_fmt(x['cpu_median_s'])} s); after the "
+                 f"report was ready {_fmt(after, 0) if after else '-':>10s} rows/s; peak RSS "
+                 f"{_fmt(x['peak_rss_mb'], 0)} MB")
+        goals.append(("7  every variant delivered all rows, exit 0", f"{n:,} each",
+                      all(x["ok"] for x in v4.values()) and r4["bulk_jsonl_small"]["ok"]))
+        goals.append(("7  BATCH jsonl.gz >= 2x plain extractor (rows/s, wall)",
+                      f"{r4['ratio_bulk_jsonl_vs_plain']:.2f}x",
+                      r4["ratio_bulk_jsonl_vs_plain"] >= 2))
+        goals.append(("7  BATCH parquet >= 2x plain extractor (rows/s, wall)",
+                      f"{r4['ratio_bulk_parquet_vs_plain']:.2f}x",
+                      r4["ratio_bulk_parquet_vs_plain"] >= 2))
+        for label in ("bulk_jsonl", "bulk_parquet"):
+            ratio = r4[f"ratio_{label}_vs_plain_after_ready"]
+            goals.append((f"7  {label} >= 2x plain, rows/s after the report was ready",
+                          f"{ratio:.2f}x" if ratio else "-", bool(ratio and ratio >= 2)))
+        goals.append(("7  BATCH jsonl.gz vs the SDK's default get_batches",
+                      f"{r4['ratio_bulk_jsonl_vs_sdk']:.2f}x", None))
+        goals.append(("7  BATCH peak RSS(10x rows) <= 1.2x RSS(1x), < 200 MB",
+                      f"{r4['rss_ratio_10x']:.2f}x ({v4['bulk_jsonl']['peak_rss_mb']:.0f} MB)",
+                      r4["rss_ratio_10x"] <= 1.2 and v4["bulk_jsonl"]["peak_rss_mb"] < 200))
 
     elapsed = time.monotonic() - started
     _log(f"\n== Goals ({elapsed / 60:.1f} min) ==")

@@ -197,6 +197,16 @@ def _check_top_level(config: t.Mapping) -> None:
     ca_bundle = config.get("ca_bundle")
     if isinstance(ca_bundle, str) and ca_bundle and not os.path.isfile(ca_bundle):
         raise ConfigError("ca_bundle", f"no such file: {ca_bundle}")
+    batch_config = config.get("batch_config")
+    if batch_config:
+        from singer_sdk.helpers._batch import BatchConfig
+
+        try:  # the SDK's schema does not require these; BatchConfig does
+            BatchConfig.from_dict(batch_config)
+        except (TypeError, ValueError, AttributeError):
+            raise ConfigError("batch_config", "needs 'encoding' ({\"format\": \"jsonl\" or "
+                              "\"parquet\", \"compression\": \"gzip\" or \"none\"}) and "
+                              "'storage' ({\"root\": \"file:///dir\" or \"s3://...\"})") from None
 
 
 def _setting_path(parts: t.Iterable[t.Any]) -> str:

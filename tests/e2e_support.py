@@ -105,7 +105,7 @@ def make_meltano_project(base: Path) -> MeltanoProject:
     project = base / "project"
     project.mkdir()
     text = (ROOT / "meltano.yml").read_text()
-    text, n = re.subn(r"(?m)^(\s*pip_url:\s*)-e \.\s*$", rf"\1-e {ROOT}", text)
+    text, n = re.subn(r"(?m)^(\s*pip_url:\s*)-e \.(\[[a-z,]+\])?\s*$", rf"\1-e {ROOT}\2", text)
     assert n == 1, "meltano.yml: the tap's `pip_url: -e .` line was not found"
     (project / "meltano.yml").write_text(text)
     mp = MeltanoProject(project)

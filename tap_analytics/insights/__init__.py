@@ -58,6 +58,8 @@ def discover(tap: Tap) -> list[Stream]:
             load_private_key(sftp["private_key"], sftp.get("private_key_passphrase"))
         if sftp.get("host_key"):
             parse_host_key(sftp["host_key"])
+    if report_list and tap.config.get("batch_config"):
+        check_batch_support(tap.config["batch_config"])
     streams: list[Stream] = [InsightsFieldsStream(tap)]
     streams += [InsightsReportStream(tap, index=i, report=r) for i, r in enumerate(report_list)]
     return streams
@@ -90,3 +92,15 @@ def abandon_early(tap: Tap) -> None:
     from tap_analytics.insights import schedule
 
     schedule.abandon(tap)
+
+
+def check_batch_support(batch_config: t.Any) -> None:
+    """BATCH mode of the report streams writes its files with pyarrow (an extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        fmt = batch_config.get("encoding", {}).get("format") if isinstance(
+            batch_config, t.Mapping) else None
+        raise ConfigError("batch_config", f"asks for {fmt or 'BATCH'} files, and the Insights "
+                          "report streams write them with pyarrow, which is not installed: "
+                          "pip install 'tap-analytics[batch]'")

@@ -11,6 +11,7 @@ may already run since the sync started (insights/schedule.py): `submit_query` ta
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import time
 import typing as t
@@ -32,6 +33,7 @@ from tap_analytics.insights.schedule import submit_query, window_label
 
 if t.TYPE_CHECKING:
     from singer_sdk import Tap
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
     from singer_sdk.helpers.types import Context
 
 
@@ -164,10 +166,9 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
         state.pop(PROGRESS_MARKERS, None)
         state["replication_key"] = self.replication_key
         state["replication_key_value"] = format_datetime(end)
+        self.state_manager.is_flushed = False  # a changed bookmark is news, rows or not
         if write:
             self.finalize_state_progress_markers(state)  # writes the STATE message
-        else:
-            self.state_manager.is_flushed = False
 
     # singer-sdk 0.54.9: `_sync_records` is the SDK's private per-record sync loop (see
     # FastRecordsMixin). Where `row_path.window_loop_applies`, the window loop below runs
@@ -195,8 +196,9 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
             yield record
         return count
 
-    @override
-    def get_records(self, context: Context | None) -> t.Iterable[dict]:
+    def _plan(self) -> tuple[InsightsApi, list[tuple[dt.datetime, dt.datetime]]] | None:
+        """The API client and the windows to sync (None: nothing to do); checks the
+        report's names against the field list once."""
         start, end = self._range()
         api = shared_api(self._tap)
         hours = float(self.config["insights"].get("window_hours") or 24)
@@ -204,44 +206,32 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
         if not todo:
             self.logger.info("%s: nothing to do, bookmark %s is at the end of the range %s",
                              self.name, format_datetime(start), format_datetime(end))
-            return
+            return None
         reports.check_fields(self.index, self.report, api.fields(self.name))
-        # In BATCH mode a STATE written here could go out before the BATCH message holding
-        # those rows: the bookmark is only updated, and the SDK writes it after each BATCH
-        # (every row of a finished window was handed over before the update).
-        write_each = not self.get_batch_config(self.config)
         self.logger.info("%s: %d window(s) of %g h from %s to %s", self.name, len(todo),
                          hours, iso_z(start), iso_z(end))
-        reader = WindowReader(self.name, self.config["insights"], self.columns,
-                              max_tries=api.max_tries)
+        return api, todo
+
+    def _finished_queries(self, api: InsightsApi, todo: list[tuple[dt.datetime, dt.datetime]]
+                          ) -> t.Iterator[tuple[int, QueryResult]]:
+        """(window index, its query's result), strictly in window order, while up to
+        `max_concurrent` queries run ahead (queries submitted at sync start are taken,
+        insights/schedule.py). Close it (contextlib.closing) to stop the workers when the
+        caller gives up early."""
         pool = cf.ThreadPoolExecutor(max_workers=api.max_concurrent,
                                      thread_name_prefix=f"{self.name}-query")
         futures: dict[int, cf.Future[QueryResult]] = {}
         submitted = 0
         finished = False
-        total_rows = 0
         try:
-            for i, (w_start, w_end) in enumerate(todo):
+            for i in range(len(todo)):
                 while submitted < len(todo) and submitted <= i + api.max_concurrent - 1:
                     s, e = todo[submitted]
                     futures[submitted] = submit_query(
                         self._tap, pool, api, self.query_body(s, e), where=self.name,
                         label=window_label(submitted, todo))
                     submitted += 1
-                result = futures.pop(i).result()
-                began = time.monotonic()
-                if result.status == "Failed":
-                    self.logger.info(
-                        "%s window %d/%d: no data (query %s Failed: %s)", self.name, i + 1,
-                        len(todo), result.guid, "; ".join(result.messages) or "no message")
-                rows = yield from self._window_records(reader, result.paths, w_start, w_end)
-                total_rows += rows
-                self._window_done(w_end, write=write_each)
-                took = max(time.monotonic() - began, 1e-6)
-                self.logger.info(
-                    "%s: window %d/%d [%s, %s) done: %d rows in %.1f s (%.0f rows/s); "
-                    "bookmark %s", self.name, i + 1, len(todo), iso_z(w_start), iso_z(w_end),
-                    rows, took, rows / took, iso_z(w_end))
+                yield i, futures.pop(i).result()
             finished = True
         finally:
             if not finished:
@@ -250,5 +240,45 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
                 future.cancel()
             pool.shutdown(wait=True)
             api.stop.clear()  # the workers are done: later streams may use the API again
+
+    @override
+    def get_records(self, context: Context | None) -> t.Iterable[dict]:
+        plan = self._plan()
+        if plan is None:
+            return
+        api, todo = plan
+        # In BATCH mode a STATE written here could go out before the BATCH message holding
+        # those rows: the bookmark is only updated, and the SDK writes it after each BATCH
+        # (every row of a finished window was handed over before the update).
+        write_each = not self.get_batch_config(self.config)
+        reader = WindowReader(self.name, self.config["insights"], self.columns,
+                              max_tries=api.max_tries)
+        total_rows = 0
+        try:
+            with contextlib.closing(self._finished_queries(api, todo)) as results:
+                for i, result in results:
+                    w_start, w_end = todo[i]
+                    began = time.monotonic()
+                    if result.status == "Failed":
+                        self.logger.info(
+                            "%s window %d/%d: no data (query %s Failed: %s)", self.name, i + 1,
+                            len(todo), result.guid, "; ".join(result.messages) or "no message")
+                    rows = yield from self._window_records(reader, result.paths, w_start, w_end)
+                    total_rows += rows
+                    self._window_done(w_end, write=write_each)
+                    took = max(time.monotonic() - began, 1e-6)
+                    self.logger.info(
+                        "%s: window %d/%d [%s, %s) done: %d rows in %.1f s (%.0f rows/s); "
+                        "bookmark %s", self.name, i + 1, len(todo), iso_z(w_start),
+                        iso_z(w_end), rows, took, rows / took, iso_z(w_end))
+        finally:
             reader.close()
         self.logger.info("%s: %d rows in %d window(s)", self.name, total_rows, len(todo))
+
+    @override
+    def get_batches(self, batch_config: BatchConfig, context: Context | None = None
+                    ) -> t.Iterable[tuple[BaseBatchFileEncoding, list[str]]]:
+        """BATCH mode: one batch file per report file, written by pyarrow (bulk.py)."""
+        from tap_analytics.insights import bulk  # pyarrow is imported in BATCH mode only
+
+        yield from bulk.stream_batches(self, batch_config)

@@ -1,0 +1,195 @@
+"""A report csv.gz -> Arrow record batches with the RECORD path's columns and values.
+
+The BATCH path (`bulk.py`) reads report files with pyarrow's streaming CSV reader instead
+of building a dict per row. What comes out must equal what the row path
+(`download.WindowReader`) emits, value for value:
+
+- the columns of the report under their record names (`reports.column_name`), in the
+  report's column order, every value the string the file holds (no type guessing, empty
+  strings stay empty strings);
+- time fields (`reports.TIME_FIELDS`) in the tap's RFC 3339 form: the common UTC shape is
+  rebuilt with Arrow compute kernels, anything else goes through `download.to_datetime`
+  (the row path's own function) value by value; an empty time value is null;
+- `complete()` adds `window_start`, `window_end`, `row_number` (1-based across the
+  window's files) and `source_file`.
+
+Memory is bounded by `block_size`: the file is read block by block from any binary
+file-like object (the SFTP stream through gunzip); never whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import typing as t
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from tap_analytics.common.errors import TapAnalyticsError, one_line
+from tap_analytics.insights import reports
+from tap_analytics.insights.download import to_datetime
+
+#: Decompressed CSV bytes per Arrow block (one record batch each, roughly). 512 KiB:
+#: peak RSS of a 1M-row BATCH run 204 MB -> 175 MB against 1 MiB, same speed.
+BLOCK_SIZE = 1 << 19
+FIXED_COLUMNS = ("window_start", "window_end", "row_number", "source_file")
+
+# download._FAST_RE with named groups (RE2 syntax): the shape the row path rebuilds
+# without a datetime round trip; `_valid_date` is checked per distinct day below.
+_FAST = (r"^(?P<day>\d{4}-\d{2}-\d{2})[T ](?P<hour>[01]\d|2[0-3])(?P<rest>:[0-5]\d:[0-5]\d)"
+         r"(?:\.(?P<frac>\d{1,6}))?(?:Z|\+00:00)?$")
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def output_schema(columns: list[str]) -> pa.Schema:
+    """The batch files' schema: the fixed columns, then the report's columns."""
+    return pa.schema([
+        pa.field("window_start", pa.string(), nullable=False),
+        pa.field("window_end", pa.string(), nullable=False),
+        pa.field("row_number", pa.int64(), nullable=False),
+        pa.field("source_file", pa.string()),
+        *[pa.field(reports.column_name(c), pa.string()) for c in columns],
+    ])
+
+
+class BadValue(ValueError):
+    """A time value the row path would reject too (index into the batch given)."""
+
+    def __init__(self, index: int, value: str) -> None:
+        super().__init__(value)
+        self.index = index
+        self.value = value
+
+
+def convert_times(values: pa.Array) -> pa.Array:
+    """A string array of report time values -> the row path's `to_datetime` values."""
+    parts = pc.extract_regex(values, _FAST)  # null where the fast shape does not match
+    day = pc.struct_field(parts, "day")
+    built = pc.binary_join_element_wise(
+        day, "T", pc.struct_field(parts, "hour"), pc.struct_field(parts, "rest"), ".",
+        pc.utf8_rpad(pc.struct_field(parts, "frac"), width=6, padding="0"), "+00:00", "")
+    # Empty values stay null (as `to_datetime("")` gives None): `built` is null there.
+    slow = pc.and_(pc.invert(pc.is_valid(built)), pc.not_equal(values, ""))
+    bad_days = [d for d in pc.unique(day).to_pylist() if d is not None and not _valid_date(d)]
+    if bad_days:
+        slow = pc.or_(slow, pc.fill_null(pc.is_in(day, pa.array(bad_days, pa.string())), False))
+    # Everything the fast shape does not cover (epochs, offsets, padding, bad dates) goes
+    # through the row path's own function, value by value.
+    if not pc.any(slow).as_py():
+        return built
+    fixed = []
+    where = pc.indices_nonzero(slow).to_pylist()
+    for index, value in zip(where, values.filter(slow).to_pylist()):
+        try:
+            fixed.append(to_datetime(value))
+        except ValueError:
+            raise BadValue(index, value) from None
+    return pc.replace_with_mask(built, slow, pa.array(fixed, pa.string()))
+
+
+def _as_text(values: pa.Array) -> pa.Array:
+    """CSV bytes -> str as the row path decodes them (UTF-8, bad bytes replaced)."""
+    try:
+        return values.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([v.decode("utf-8", "replace") for v in values.to_pylist()],
+                        pa.string())
+
+
+class ReportDecoder:
+    """Decodes the report files of one stream (thread-safe: no state between files)."""
+
+    def __init__(self, stream_name: str, columns: list[str], *,
+                 block_size: int = BLOCK_SIZE) -> None:
+        self.stream_name = stream_name
+        self.columns = columns
+        self.names = [reports.column_name(c) for c in columns]
+        self.times = [c in reports.TIME_FIELDS for c in columns]
+        self.block_size = block_size
+
+    def batches(self, fileobj: t.Any, path: str) -> t.Iterator[pa.RecordBatch]:
+        """The report columns of every row of one file, in file order.
+
+        `fileobj` is the decompressed CSV (binary, file-like). Errors of the file itself
+        (header, width, a time value) are one TapAnalyticsError; errors of the transport
+        (SftpDropped, EOFError of a truncated gzip) pass through for the caller to retry.
+        """
+        try:
+            reader = pacsv.open_csv(
+                fileobj,
+                read_options=pacsv.ReadOptions(block_size=self.block_size),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.binary() for c in self.columns}),
+            )
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV file" in str(exc):
+                return  # no header at all: the row path logs it and emits nothing
+            raise self._csv_error(path, exc) from None
+        self._check_header(reader.schema.names, path)
+        order = [reader.schema.names.index(c) for c in self.columns]
+        rows = 0
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowInvalid as exc:
+                raise self._csv_error(path, exc) from None
+            if batch.num_rows == 0:
+                continue
+            arrays = []
+            for name, is_time, i in zip(self.names, self.times, order):
+                text = _as_text(batch.column(i))
+                if is_time:
+                    try:
+                        text = convert_times(text)
+                    except BadValue as exc:
+                        raise TapAnalyticsError(
+                            self.stream_name, f"report file {path} row "
+                            f"{rows + exc.index + 1}: {name} "
+                            f"{exc.value[:40]!r} is not a date-time") from None
+                arrays.append(text)
+            rows += batch.num_rows
+            yield pa.RecordBatch.from_arrays(arrays, names=self.names)
+
+    def _check_header(self, header: list[str], path: str) -> None:
+        if set(header) != set(self.columns) or len(header) != len(self.columns):
+            missing = [c for c in self.columns if c not in header]
+            extra = [c for c in header if c not in self.columns]
+            raise TapAnalyticsError(
+                self.stream_name,
+                f"report file {path} has a different header than the requested fields "
+                f"(missing: {', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'})",
+            )
+
+    def _csv_error(self, path: str, exc: Exception) -> TapAnalyticsError:
+        return TapAnalyticsError(self.stream_name, f"report file {path}: unreadable CSV "
+                                 f"({one_line(str(exc), 160)})")
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    return pa.array([value], pa.string()).take(pc.fill_null(pa.nulls(n, pa.int32()), 0))
+
+
+def complete(batch: pa.RecordBatch, *, window_start: str, window_end: str, first_row: int,
+             source_file: str, schema: pa.Schema) -> pa.RecordBatch:
+    """A decoded batch plus the fixed columns; `first_row` rows of the window came before."""
+    n = batch.num_rows
+    numbers = pc.add(pc.cumulative_sum(pc.fill_null(pa.nulls(n, pa.int64()), 1)),
+                     pa.scalar(first_row, pa.int64()))
+    return pa.RecordBatch.from_arrays(
+        [_constant(window_start, n), _constant(window_end, n), numbers,
+         _constant(source_file, n), *batch.columns],
+        schema=schema,
+    )

@@ -1,0 +1,198 @@
+"""columnar.py and batchfiles.py alone: Arrow decoding and JSON Lines against the row path.
+
+The reference is the row path's own code: `parsers.iter_csv_gz` + `download.to_datetime`
+(the values a RECORD message carries) and `json` for the JSON Lines text.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import typing as t
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tap_analytics.common.errors import TapAnalyticsError
+from tap_analytics.insights import reports
+from tap_analytics.insights.batchfiles import json_lines
+from tap_analytics.insights.columnar import (
+    ReportDecoder,
+    complete,
+    convert_times,
+    output_schema,
+)
+from tap_analytics.insights.download import to_datetime
+from tap_analytics.insights.parsers import iter_csv_gz
+
+COLUMNS = ["TimeStamp", "FlowId", "StartTime", "ExitReason"]
+
+
+def csv_gz(rows: list[list[str]], *, header: list[str] | None = None, bom: bool = False,
+           newline: str = "\r\n") -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator=newline)
+    writer.writerow(header or COLUMNS)
+    writer.writerows(rows)
+    return gzip.compress((("\ufeff" if bom else "") + text.getvalue()).encode())
+
+
+def row_path(data: bytes, columns: list[str] = COLUMNS) -> list[dict]:
+    """What the RECORD path makes of a file (download.WindowReader._read, minus I/O)."""
+    rows = iter_csv_gz(io.BytesIO(data))
+    header = next(rows)
+    out = []
+    for row in rows:
+        if not row:
+            continue
+        if len(row) != len(header):  # WindowReader: one clear error
+            raise TapAnalyticsError("insights_x", f"{len(row)} values for {len(header)}")
+        out.append({reports.column_name(h): to_datetime(v) if h in reports.TIME_FIELDS else v
+                    for h, v in zip(header, row)})
+    return out
+
+
+def decoded(data: bytes, *, block_size: int = 1 << 20) -> list[dict]:
+    decoder = ReportDecoder("insights_x", COLUMNS, block_size=block_size)
+    out: list[dict] = []
+    for batch in decoder.batches(gzip.GzipFile(fileobj=io.BytesIO(data)), "f.csv.gz"):
+        out += batch.to_pylist()
+    return out
+
+
+TIMES = st.one_of(
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.strftime("%Y-%m-%d %H:%M:%S")),
+    st.datetimes().map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"),
+    st.integers(10**9, 2 * 10**9).map(str),
+    st.integers(10**12, 2 * 10**12).map(str),
+    st.sampled_from(["", " ", " 2024-01-01T00:00:00Z ", "2024-02-29 23:59:59",
+                     "2024-01-01T10:00:00+02:00", "2024-01-01T00:00:00.1234567Z"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TIMES, min_size=1, max_size=20))
+def test_convert_times_equals_to_datetime(values: list[str]) -> None:
+    try:
+        expected = [to_datetime(v) for v in values]
+    except ValueError:
+        with pytest.raises(ValueError):
+            convert_times(pa.array(values, pa.string()))
+        return
+    assert convert_times(pa.array(values, pa.string())).to_pylist() == expected
+
+
+def test_a_bad_date_is_found_like_the_row_path() -> None:
+    values = ["2024-01-01T00:00:00Z", "2023-02-29T00:00:00Z"]
+    with pytest.raises(ValueError):
+        to_datetime(values[1])
+    data = csv_gz([[values[0], "f", "", "x"], [values[1], "f", "", "x"]])
+    with pytest.raises(TapAnalyticsError, match=r"f.csv.gz row 2: timestamp '2023-02-29"):
+        decoded(data)
+
+
+CELLS = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["2024-01-01T00:00:00Z", "1704067200", ""]),
+                          CELLS, st.sampled_from(["", "2024-01-01 01:02:03"]), CELLS),
+                min_size=0, max_size=30),
+       st.booleans(), st.sampled_from(["\r\n", "\n"]))
+def test_decoder_equals_row_path(rows: list[tuple], bom: bool, newline: str) -> None:
+    data = csv_gz([list(r) for r in rows], bom=bom, newline=newline)
+    try:
+        expected = row_path(data)
+    except TapAnalyticsError:  # e.g. a bare \r the csv writer left unquoted
+        with pytest.raises(TapAnalyticsError):
+            decoded(data, block_size=256)
+        return
+    assert decoded(data, block_size=256) == expected
+
+
+def test_quoted_newlines_blank_lines_and_empty_strings() -> None:
+    body = ('TimeStamp,FlowId,StartTime,ExitReason\n'
+            '2024-01-01T00:00:00Z,"a\nb","",""\n\n'
+            '2024-01-01T00:00:01Z,"say ""hi""",,x\n').encode()
+    data = gzip.compress(body)
+    got = decoded(data)
+    assert got == row_path(data)
+    assert got[0]["flow_id"] == "a\nb" and got[0]["exit_reason"] == ""
+    assert got[0]["start_time"] is None
+
+
+def test_header_in_another_order_is_read_by_name() -> None:
+    header = ["ExitReason", "StartTime", "FlowId", "TimeStamp"]
+    data = csv_gz([["x", "", "f", "2024-01-01T00:00:00Z"]], header=header)
+    assert decoded(data) == row_path(data)
+
+
+def test_changed_header_is_one_clear_error() -> None:
+    data = csv_gz([["2024-01-01T00:00:00Z", "f", "", "x"]],
+                  header=["TimeStamp", "FlowId", "StartTime", "ExitReasonRenamed"])
+    with pytest.raises(TapAnalyticsError, match="missing: ExitReason; unexpected: "
+                       "ExitReasonRenamed"):
+        decoded(data)
+
+
+def test_a_short_row_is_one_clear_error() -> None:
+    data = gzip.compress(b"TimeStamp,FlowId,StartTime,ExitReason\n2024-01-01T00:00:00Z,f\n")
+    with pytest.raises(TapAnalyticsError, match="f.csv.gz: unreadable CSV"):
+        decoded(data)
+
+
+def test_empty_file_and_header_only_give_no_rows() -> None:
+    assert decoded(gzip.compress(b"")) == []
+    assert decoded(csv_gz([])) == []
+
+
+def test_invalid_utf8_is_replaced_as_the_row_path_does() -> None:
+    body = b"TimeStamp,FlowId,StartTime,ExitReason\n2024-01-01T00:00:00Z,f\xff,,x\n"
+    data = gzip.compress(body)
+    assert decoded(data) == row_path(data)
+    assert decoded(data)[0]["flow_id"] == "f\ufffd"
+
+
+def test_complete_numbers_rows_after_first_row() -> None:
+    data = csv_gz([["2024-01-01T00:00:00Z", "f", "", str(i)] for i in range(5)])
+    decoder = ReportDecoder("insights_x", COLUMNS)
+    batch = next(decoder.batches(gzip.GzipFile(fileobj=io.BytesIO(data)), "f"))
+    full = complete(batch, window_start="ws", window_end="we", first_row=10,
+                    source_file="p", schema=output_schema(COLUMNS))
+    rows = full.to_pylist()
+    assert [r["row_number"] for r in rows] == [11, 12, 13, 14, 15]
+    assert {(r["window_start"], r["window_end"], r["source_file"]) for r in rows} == {
+        ("ws", "we", "p")}
+    assert list(rows[0]) == ["window_start", "window_end", "row_number", "source_file",
+                             "timestamp", "flow_id", "start_time", "exit_reason"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.text(max_size=20)),
+                          st.integers(0, 2**53)), min_size=1, max_size=20))
+def test_json_lines_are_the_json_of_each_row(rows: list[tuple[t.Any, int]]) -> None:
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([r[0] for r in rows], pa.string()), pa.array([r[1] for r in rows], pa.int64())],
+        names=["text", "n"])
+    lines = json_lines(batch).to_pybytes().decode().split("\n")
+    assert lines[-1] == ""
+    assert [json.loads(line) for line in lines[:-1]] == [{"text": a, "n": b} for a, b in rows]
+
+
+def test_json_lines_with_constant_and_plain_columns() -> None:
+    values = ['a"b', "c\\d", "é\u2028", "tab\there", None, ""]
+    n = len(values)
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(["w s"] * n), pa.array(list(range(1, n + 1)), pa.int64()),
+         pa.array(values, pa.string()),
+         pa.array(["2024-01-01T00:00:00.000000+00:00"] * (n - 1) + [None], pa.string())],
+        names=["window_start", "row_number", "text", "timestamp"])
+    text = json_lines(batch, constant=("window_start",), plain=("timestamp",))
+    rows = [json.loads(line) for line in text.to_pybytes().decode().split("\n")[:-1]]
+    assert rows == batch.to_pylist()
+    assert list(rows[0]) == ["window_start", "row_number", "text", "timestamp"]
