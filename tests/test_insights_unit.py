@@ -141,3 +141,34 @@ def test_host_key_formats() -> None:
     assert (kind, blob) == ("ecdsa-sha2-nistp256", key.asbytes())
     with pytest.raises(ConfigError):
         parse_host_key("ssh-ed25519 !!!notbase64")
+
+
+def test_paramikos_read_ahead_thread_dying_on_a_dropped_socket_is_one_debug_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import threading
+
+    from tap_analytics.insights.sftp import quiet_prefetch_thread_errors
+
+    class FakeFile:  # paramiko names the thread after this method
+        def _prefetch_thread(self) -> None:
+            raise OSError("Socket is closed")
+
+    def other() -> None:
+        raise OSError("Socket is closed")
+
+    saved = threading.excepthook
+    seen: list[str] = []
+    try:
+        threading.excepthook = lambda args: seen.append(args.thread.name)
+        quiet_prefetch_thread_errors()
+        quiet_prefetch_thread_errors()  # once is enough: not wrapped twice
+        with caplog.at_level(logging.DEBUG, logger="tap-analytics.insights.sftp"):
+            for target in (FakeFile()._prefetch_thread, other):
+                thread = threading.Thread(target=target)
+                thread.start()
+                thread.join()
+    finally:
+        threading.excepthook = saved
+    assert len(seen) == 1 and seen[0].endswith("(other)"), seen
+    assert "read-ahead thread of paramiko stopped: Socket is closed" in caplog.text

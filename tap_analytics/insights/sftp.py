@@ -21,6 +21,28 @@ import paramiko
 from tap_analytics.common.errors import ConfigError, TapAnalyticsError
 
 LOGGER = logging.getLogger("tap-analytics.insights.sftp")
+
+
+def quiet_prefetch_thread_errors() -> None:
+    """paramiko's `readv` sends its read requests from a thread of its own ("Thread-N
+    (_prefetch_thread)"). When the connection drops, that thread dies on the closed socket
+    and Python prints its traceback on stderr; the reader sees the same drop and downloads
+    the file again (or says so in one line), so the traceback is noise: one DEBUG line
+    instead. Any other thread's error goes to the hook that was there before."""
+    previous = threading.excepthook
+    if getattr(previous, "tap_analytics_quiet", False):
+        return
+
+    def hook(args: t.Any) -> None:
+        thread = args.thread
+        if (thread is not None and thread.name.endswith("(_prefetch_thread)")
+                and isinstance(args.exc_value, (OSError, EOFError, paramiko.SSHException))):
+            LOGGER.debug("SFTP read-ahead thread of paramiko stopped: %s", args.exc_value)
+            return
+        previous(args)
+
+    hook.tap_analytics_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 PARAMIKO_LOG = "tap-analytics.insights.sftp.paramiko"
 
 #: Bytes requested per pipelined batch (128 requests of 32 KiB). While the reader's
@@ -102,6 +124,7 @@ class SftpSession:
         if self._sftp is not None and self._transport is not None and self._transport.is_active():
             return self._sftp
         self.close()
+        quiet_prefetch_thread_errors()
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as exc:
