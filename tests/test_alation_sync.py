@@ -261,8 +261,13 @@ def test_bad_token_is_one_line_naming_alation_the_stream_and_403() -> None:
         assert "Alation" in line and "403" in line and "Invalid API token." in line
         assert re.search(r"stream 'alation_\w+'", line)
         assert secret not in result.stderr and "Traceback" not in result.stderr
-        # A fatal error is not retried.
-        assert len(sb.alation.log) == 1
+        # A fatal error is not retried: no page is asked twice. A first sync fetches
+        # ahead from its first page, so up to max_concurrent_requests (4) pages were
+        # already asked when the first 403 came back.
+        asked = [(r.path, tuple(r.query.get("skip", ["0"]))) for r in sb.alation.log]
+        assert len(asked) == len(set(asked)), asked
+        assert 1 <= len(asked) <= 4
+        assert {r.status for r in sb.alation.log} == {403}
 
 
 def test_bad_request_shows_the_bodys_error_text() -> None:

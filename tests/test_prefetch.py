@@ -216,3 +216,25 @@ def test_a_running_fetch_sees_closing_and_can_give_up() -> None:
     assert prefetch.closing.is_set()
     assert gave_up  # the running fetch saw `closing` and ended; close() waited for it
     assert not _prefetch_threads()
+
+
+def test_put_unless_stopped_waits_while_full_and_gives_up_once_stopped() -> None:
+    import queue
+    import threading
+
+    from tap_analytics.common.prefetch import put_unless_stopped
+
+    q: queue.Queue[int] = queue.Queue(1)
+    stop = threading.Event()
+    assert put_unless_stopped(q, 1, stop)
+    results: list[bool] = []
+    waiter = threading.Thread(target=lambda: results.append(put_unless_stopped(q, 2, stop,
+                                                                                poll=0.01)))
+    waiter.start()
+    assert q.get(timeout=5) == 1  # room again: the waiting put goes through
+    waiter.join(timeout=5)
+    assert results == [True] and q.get(timeout=5) == 2
+    q.put(3)
+    stop.set()
+    assert put_unless_stopped(q, 4, stop, poll=0.01) is False
+    assert q.get_nowait() == 3 and q.empty()

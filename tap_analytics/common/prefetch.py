@@ -22,6 +22,7 @@ arrives (alation/paging.py); nothing in it knows about HTTP.
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -154,4 +155,18 @@ def ordered_prefetch(fetch: t.Callable[[K], R], keys: t.Iterable[K],
         prefetch.close()
 
 
-__all__ = ["MAX_IN_FLIGHT", "OrderedPrefetch", "ordered_prefetch"]
+def put_unless_stopped(q: queue.Queue, item: t.Any, stop: threading.Event,
+                       poll: float = 0.2) -> bool:
+    """Put `item` into the bounded queue `q`, waiting while it is full; False (item
+    dropped) once `stop` is set: a read-ahead thread's hand-over that never blocks past
+    its reader's close()."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=poll)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+__all__ = ["MAX_IN_FLIGHT", "OrderedPrefetch", "ordered_prefetch", "put_unless_stopped"]

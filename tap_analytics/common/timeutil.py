@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
 UTC = dt.timezone.utc
@@ -53,6 +54,16 @@ def _parse_datetime(value: str | int | float | dt.datetime) -> dt.datetime:
         int(year), int(month), int(day), int(hh or 0), int(mm or 0), int(ss or 0), micro, tz
     )
     return parsed.astimezone(UTC)
+
+
+@functools.lru_cache(maxsize=4096)
+def valid_date(text: str) -> bool:
+    """True for a real calendar date "YYYY-MM-DD" (cached: a report has few distinct days)."""
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def format_datetime(value: dt.datetime) -> str:

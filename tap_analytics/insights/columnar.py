@@ -19,8 +19,6 @@ file-like object (the SFTP stream through gunzip); never whole.
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
 import typing as t
 
 import pyarrow as pa
@@ -28,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from tap_analytics.common.errors import TapAnalyticsError, one_line
+from tap_analytics.common.timeutil import valid_date
 from tap_analytics.insights import reports
 from tap_analytics.insights.download import to_datetime
 
@@ -37,18 +36,9 @@ BLOCK_SIZE = 1 << 19
 FIXED_COLUMNS = ("window_start", "window_end", "row_number", "source_file")
 
 # download._FAST_RE with named groups (RE2 syntax): the shape the row path rebuilds
-# without a datetime round trip; `_valid_date` is checked per distinct day below.
+# without a datetime round trip; `valid_date` is checked per distinct day below.
 _FAST = (r"^(?P<day>\d{4}-\d{2}-\d{2})[T ](?P<hour>[01]\d|2[0-3])(?P<rest>:[0-5]\d:[0-5]\d)"
          r"(?:\.(?P<frac>\d{1,6}))?(?:Z|\+00:00)?$")
-
-
-@functools.lru_cache(maxsize=4096)
-def _valid_date(text: str) -> bool:
-    try:
-        dt.date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
 
 
 def output_schema(columns: list[str]) -> pa.Schema:
@@ -80,7 +70,7 @@ def convert_times(values: pa.Array) -> pa.Array:
         pc.utf8_rpad(pc.struct_field(parts, "frac"), width=6, padding="0"), "+00:00", "")
     # Empty values stay null (as `to_datetime("")` gives None): `built` is null there.
     slow = pc.and_(pc.invert(pc.is_valid(built)), pc.not_equal(values, ""))
-    bad_days = [d for d in pc.unique(day).to_pylist() if d is not None and not _valid_date(d)]
+    bad_days = [d for d in pc.unique(day).to_pylist() if d is not None and not valid_date(d)]
     if bad_days:
         slow = pc.or_(slow, pc.fill_null(pc.is_in(day, pa.array(bad_days, pa.string())), False))
     # Everything the fast shape does not cover (epochs, offsets, padding, bad dates) goes

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
-import functools
 import gzip
 import itertools
 import logging
@@ -22,7 +21,7 @@ import typing as t
 import zlib
 
 from tap_analytics.common.errors import TapAnalyticsError
-from tap_analytics.common.timeutil import format_datetime, normalize
+from tap_analytics.common.timeutil import format_datetime, normalize, valid_date
 from tap_analytics.insights import reports
 from tap_analytics.insights.gunzip import GunzipAhead
 from tap_analytics.insights.parsers import iter_csv
@@ -55,22 +54,13 @@ _FAST_RE = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=1024)
-def _valid_date(text: str) -> bool:
-    try:
-        dt.date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
 def to_datetime(value: str) -> str | None:
     """A report's time value (ISO 8601 or epoch seconds/ms) -> the tap's RFC 3339."""
     value = value.strip()
     if not value:
         return None
     fast = _FAST_RE.match(value)
-    if fast and _valid_date(fast.group(1)):
+    if fast and valid_date(fast.group(1)):
         day, hour, rest, frac = fast.groups()
         return f"{day}T{hour}{rest}.{(frac or '').ljust(6, '0')}+00:00"
     if _EPOCH_RE.match(value):

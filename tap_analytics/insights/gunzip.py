@@ -18,6 +18,8 @@ import queue
 import threading
 import typing as t
 
+from tap_analytics.common.prefetch import put_unless_stopped
+
 #: Decompressed bytes per block (a failure loses at most the block being filled: those
 #: rows are read again) and blocks queued ahead (1 MiB).
 BLOCK = 64 * 1024
@@ -46,13 +48,8 @@ class GunzipAhead(io.RawIOBase):
         return True
 
     def _put(self, item: bytes | BaseException) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Queue an item for the reader; False when the stream was closed meanwhile."""
+        return put_unless_stopped(self._queue, item, self._stop)
 
     def _inflate(self) -> None:
         try:

@@ -35,7 +35,6 @@ SDK members this reads or calls (singer-sdk 0.54.9; `common/fastsync.py` uses th
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import itertools
 import operator
 import typing as t
@@ -46,7 +45,7 @@ from singer_sdk.helpers._catalog import pop_deselected_record_properties
 
 from tap_analytics.common.errors import TapAnalyticsError
 from tap_analytics.common.fastpath import FastRecordsMixin, FastSingerWriter, fast_path_for
-from tap_analytics.common.timeutil import format_datetime
+from tap_analytics.common.timeutil import format_datetime, valid_date
 from tap_analytics.insights.download import RowChunk, WindowReader, to_datetime
 
 if t.TYPE_CHECKING:
@@ -76,15 +75,6 @@ def _shapes() -> dict[str, tuple[str, int, str]]:
 _SHAPES = _shapes()
 _DAY, _HOUR = operator.itemgetter(slice(0, 10)), operator.itemgetter(slice(11, 13))
 _HOURS = frozenset(f"{h:02d}" for h in range(24))
-
-
-@functools.lru_cache(maxsize=4096)
-def _valid_day(text: str) -> bool:
-    try:
-        dt.date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
 
 
 class BadTime(ValueError):
@@ -134,7 +124,7 @@ def _same_shape(present: t.Sequence[str], shape: str, zone: str) -> bool:
         return False
     if joined[14::stride].strip("012345") or joined[17::stride].strip("012345"):
         return False
-    return all(map(_valid_day, set(map(_DAY, present))))
+    return all(map(valid_date, set(map(_DAY, present))))
 
 
 def _rearranged(values: t.Sequence[str], style: tuple[str, int, str],

@@ -19,6 +19,7 @@ import typing as t
 import paramiko
 
 from tap_analytics.common.errors import ConfigError, TapAnalyticsError
+from tap_analytics.common.prefetch import put_unless_stopped
 
 LOGGER = logging.getLogger("tap-analytics.insights.sftp")
 
@@ -249,13 +250,7 @@ class SftpStream(io.RawIOBase):
 
     def _put(self, item: bytes | BaseException | None) -> bool:
         """Queue an item for the reader; False when the stream was closed meanwhile."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(self._queue, item, self._stop)
 
     def _fetch(self) -> None:
         """The helper thread: every block of the file in order, then None (EOF)."""
