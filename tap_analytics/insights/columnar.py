@@ -126,7 +126,7 @@ class ReportDecoder:
             if "Empty CSV file" in str(exc):
                 return  # no header at all: the row path logs it and emits nothing
             raise self._csv_error(path, exc) from None
-        self._check_header(reader.schema.names, path)
+        reports.check_header(self.stream_name, path, reader.schema.names, self.columns)
         order = [reader.schema.names.index(c) for c in self.columns]
         rows = 0
         while True:
@@ -153,15 +153,6 @@ class ReportDecoder:
             rows += batch.num_rows
             yield pa.RecordBatch.from_arrays(arrays, names=self.names)
 
-    def _check_header(self, header: list[str], path: str) -> None:
-        if set(header) != set(self.columns) or len(header) != len(self.columns):
-            missing = [c for c in self.columns if c not in header]
-            extra = [c for c in header if c not in self.columns]
-            raise TapAnalyticsError(
-                self.stream_name,
-                f"report file {path} has a different header than the requested fields "
-                f"(missing: {', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'})",
-            )
 
     def _csv_error(self, path: str, exc: Exception) -> TapAnalyticsError:
         return TapAnalyticsError(self.stream_name, f"report file {path}: unreadable CSV "

@@ -92,14 +92,7 @@ class WindowReader:
             self._session.close()
 
     def _converters(self, header: list[str], path: str) -> list[tuple[str, t.Callable | None]]:
-        if set(header) != set(self.columns) or len(header) != len(self.columns):
-            missing = [c for c in self.columns if c not in header]
-            extra = [c for c in header if c not in self.columns]
-            raise TapAnalyticsError(
-                self.stream_name,
-                f"report file {path} has a different header than the requested fields "
-                f"(missing: {', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'})",
-            )
+        reports.check_header(self.stream_name, path, header, self.columns)
         return [
             (reports.column_name(h), to_datetime if h in reports.TIME_FIELDS else None)
             for h in header

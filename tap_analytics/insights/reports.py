@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import typing as t
 
-from tap_analytics.common.errors import ConfigError
+from tap_analytics.common.errors import ConfigError, TapAnalyticsError
 from tap_analytics.common.names import snake_case
 
 OPERATORS = ("$eq", "$gt", "$gte", "$lt", "$lte", "$ne")
@@ -165,6 +165,19 @@ def check_fields(index: int, report: t.Mapping[str, t.Any],
         check(f"{label}.filters", event, field)
     for event, field in filter_fields((report.get("scope") or {}).get("filters")):
         check(f"{label}.scope.filters", event, field)
+
+
+def check_header(stream: str, path: str, header: t.Sequence[str],
+                 columns: t.Sequence[str]) -> None:
+    """A report file's CSV header must be exactly the requested fields (any order)."""
+    if set(header) != set(columns) or len(header) != len(columns):
+        missing = [c for c in columns if c not in header]
+        extra = [c for c in header if c not in columns]
+        raise TapAnalyticsError(
+            stream,
+            f"report file {path} has a different header than the requested fields "
+            f"(missing: {', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'})",
+        )
 
 
 def _closest(name: str, options: t.Iterable[str]) -> str | None:
