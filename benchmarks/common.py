@@ -35,7 +35,8 @@ class Run:
 
 def run_child(label: str, cmd: list[str], *, timeout: float = 600,
               env: dict[str, str] | None = None,
-              on_start: t.Callable[[int], None] | None = None) -> Run:
+              on_start: t.Callable[[int], None] | None = None,
+              stderr_chars: int = 2000) -> Run:
     """Run `cmd`, drain its stdout (counting RECORD lines), wait4() it for rusage."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
@@ -82,7 +83,7 @@ def run_child(label: str, cmd: list[str], *, timeout: float = 600,
     # high-water mark across fork+exec), so the peak is the child's own VmHWM, sampled
     # every 10 ms until it exits (a high-water mark: only the last 10 ms can escape).
     return Run(label, wall, usage.ru_utime + usage.ru_stime, hwm_kb or usage.ru_maxrss,
-               counts["records"], proc.returncode, stderr[-2000:],
+               counts["records"], proc.returncode, stderr[-stderr_chars:],
                extra={"ru_maxrss_kb": usage.ru_maxrss})
 
 

@@ -31,12 +31,11 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import typing as t
 from pathlib import Path
 
-from benchmarks.common import PYTHON, ROOT, TAP, median, vm_hwm_kb
+from benchmarks.common import PYTHON, TAP, median, run_child
 
 FIELDS = ["TimeStamp", "FlowId", "SessionId", "TransactionId", "IsTriggerAction",
           "EndTime", "ExitReason"]
@@ -75,43 +74,11 @@ def _catalog(config: dict, stream: str) -> dict:
 
 
 def _run(cmd: list[str], *, timeout: float = 900) -> dict:
-    """Run `cmd` with stdout drained (RECORD lines counted), stderr kept; wall, peak RSS."""
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
-        counts = {"records": 0}
-
-        def drain() -> None:
-            assert proc.stdout is not None
-            tail = b""
-            while chunk := proc.stdout.read1(1 << 20):  # type: ignore[attr-defined]
-                data = tail + chunk
-                cut = data.rfind(b"\n") + 1
-                counts["records"] += data.count(b'{"type":"RECORD"', 0, cut)
-                tail = data[cut:]
-
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
-        hwm = 0
-        deadline = time.monotonic() + timeout
-        while True:
-            hwm = max(hwm, vm_hwm_kb(proc.pid))
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.01)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        reader.join(timeout=30)
-        err.seek(0)
-        stderr = err.read().decode("utf-8", "replace")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
-            "rc": proc.returncode, "records": counts["records"],
-            "peak_rss_mb": hwm / 1024, "stderr": stderr}
+    """Run `cmd` (common.run_child: RECORD lines counted, VmHWM sampled), the whole stderr
+    kept (the rate is read from the window log line)."""
+    r = run_child(Path(cmd[0]).name, cmd, timeout=timeout, stderr_chars=1 << 24)
+    return {"wall": r.wall, "cpu": r.cpu, "rc": r.returncode, "records": r.records,
+            "peak_rss_mb": r.maxrss_kb / 1024, "stderr": r.stderr_tail}
 
 
 def _ready_rate(stderr: str, pattern: re.Pattern) -> float:
