@@ -87,6 +87,18 @@ def run_child(label: str, cmd: list[str], *, timeout: float = 600,
                extra={"ru_maxrss_kb": usage.ru_maxrss})
 
 
+def catalog_selecting(config: dict, stream: str) -> dict:
+    """The tap's discovered catalog for `config`, with only `stream` selected."""
+    from tap_analytics.tap import TapAnalytics
+
+    catalog = TapAnalytics(config=config, parse_env_config=False).catalog_dict
+    for entry in catalog["streams"]:
+        for md in entry["metadata"]:
+            if md["breadcrumb"] == []:
+                md["metadata"]["selected"] = entry["tap_stream_id"] == stream
+    return catalog
+
+
 def vm_hwm_kb(pid: int) -> int:
     """Peak resident set size of a live process (VmHWM, kB), 0 if gone."""
     try:

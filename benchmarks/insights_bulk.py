@@ -26,8 +26,7 @@ import tempfile
 import typing as t
 from pathlib import Path
 
-from benchmarks.common import PYTHON, TAP, Run, median, run_child
-from benchmarks.memory import _catalog
+from benchmarks.common import PYTHON, TAP, Run, catalog_selecting, median, run_child
 
 FILES = 4
 SDK_LAUNCHER = (
@@ -158,7 +157,7 @@ def run(n: int = 1_000_000, repeats: int = 3, log: t.Callable[[str], None] = pri
         stream = f"insights_{report['name']}"
         batches = tmp / "batches"
         catalog = tmp / "catalog.json"  # the report stream only
-        catalog.write_text(json.dumps(_catalog(config, stream)))
+        catalog.write_text(json.dumps(catalog_selecting(config, stream)))
         variants: dict[str, tuple[list[str], dict | None]] = {
             "plain": ([PYTHON, "-m", "benchmarks.insights_bulk", "plain"], None),
             "bulk_jsonl": ([TAP], {"format": "jsonl", "compression": "gzip"}),

@@ -35,7 +35,7 @@ import time
 import typing as t
 from pathlib import Path
 
-from benchmarks.common import PYTHON, TAP, median, run_child
+from benchmarks.common import PYTHON, TAP, catalog_selecting, median, run_child
 
 FIELDS = ["TimeStamp", "FlowId", "SessionId", "TransactionId", "IsTriggerAction",
           "EndTime", "ExitReason"]
@@ -62,17 +62,6 @@ def _config(sb: t.Any) -> dict:
     return config
 
 
-def _catalog(config: dict, stream: str) -> dict:
-    from tap_analytics.tap import TapAnalytics
-
-    catalog = TapAnalytics(config=config, parse_env_config=False).catalog_dict
-    for entry in catalog["streams"]:
-        for md in entry["metadata"]:
-            if md["breadcrumb"] == []:
-                md["metadata"]["selected"] = entry["tap_stream_id"] == stream
-    return catalog
-
-
 def _run(cmd: list[str], *, timeout: float = 900) -> dict:
     """Run `cmd` (common.run_child: RECORD lines counted, VmHWM sampled), the whole stderr
     kept (the rate is read from the window log line)."""
@@ -92,7 +81,7 @@ def rows_per_s(sb: t.Any, tmp: Path, n: int, repeats: int,
                log: t.Callable[[str], None]) -> dict:
     config = _config(sb)
     (tmp / "config.json").write_text(json.dumps(config))
-    (tmp / "catalog.json").write_text(json.dumps(_catalog(config, "insights_calls")))
+    (tmp / "catalog.json").write_text(json.dumps(catalog_selecting(config, "insights_calls")))
     sb.insights.rows_override = n
     sb.insights.rows_per_file = -(-n // 2)  # two files
     tap = [TAP, "--config", str(tmp / "config.json"), "--catalog", str(tmp / "catalog.json")]

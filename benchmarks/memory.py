@@ -13,7 +13,7 @@ import tempfile
 import typing as t
 from pathlib import Path
 
-from benchmarks.common import TAP, Run, median, run_child
+from benchmarks.common import TAP, Run, catalog_selecting, median, run_child
 
 ROWS_PER_FILE = 100_000
 
@@ -28,17 +28,6 @@ def _config(sb: t.Any) -> dict:
     return config
 
 
-def _catalog(config: dict, stream: str) -> dict:
-    from tap_analytics.tap import TapAnalytics
-
-    catalog = TapAnalytics(config=config, parse_env_config=False).catalog_dict
-    for entry in catalog["streams"]:
-        for md in entry["metadata"]:
-            if md["breadcrumb"] == []:
-                md["metadata"]["selected"] = entry["tap_stream_id"] == stream
-    return catalog
-
-
 def run(sizes: t.Sequence[tuple[int, int]] = ((100_000, 3), (1_000_000, 1)),
         log: t.Callable[[str], None] = print) -> dict:
     from tap_analytics.sandbox import Sandbox
@@ -50,7 +39,7 @@ def run(sizes: t.Sequence[tuple[int, int]] = ((100_000, 3), (1_000_000, 1)),
         config = _config(sb)
         stream = "insights_" + config["insights"]["reports"][0]["name"]
         (tmp / "config.json").write_text(json.dumps(config))
-        (tmp / "catalog.json").write_text(json.dumps(_catalog(config, stream)))
+        (tmp / "catalog.json").write_text(json.dumps(catalog_selecting(config, stream)))
         cmd = [TAP, "--config", str(tmp / "config.json"), "--catalog", str(tmp / "catalog.json")]
         sb.insights.rows_per_file = ROWS_PER_FILE
         for n, repeats in sizes:

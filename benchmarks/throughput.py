@@ -15,7 +15,7 @@ import time
 import typing as t
 from pathlib import Path
 
-from benchmarks.common import PYTHON, TAP, Run, median, run_child
+from benchmarks.common import PYTHON, TAP, Run, catalog_selecting, median, run_child
 from benchmarks.fastserver import EVENTS_PATH, TOKEN, PageServer, make_events
 
 STREAM = "alation_execution_events"
@@ -30,13 +30,7 @@ def _tap_files(tmp: Path, url: str) -> tuple[Path, Path]:
     }
     config_path = tmp / "tap-config.json"
     config_path.write_text(json.dumps(config))
-    from tap_analytics.tap import TapAnalytics
-
-    catalog = TapAnalytics(config=config, parse_env_config=False).catalog_dict
-    for entry in catalog["streams"]:
-        for md in entry["metadata"]:
-            if md["breadcrumb"] == []:
-                md["metadata"]["selected"] = entry["tap_stream_id"] == STREAM
+    catalog = catalog_selecting(config, STREAM)
     catalog_path = tmp / "catalog.json"
     catalog_path.write_text(json.dumps(catalog))
     return config_path, catalog_path

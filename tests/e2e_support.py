@@ -289,6 +289,16 @@ class Postgres:
         return psycopg.connect(host=self.host, port=self.port, user=self.user,
                                dbname=self.database, autocommit=True)
 
+    def target_env(self) -> dict[str, str]:
+        """meltanolabs-target-postgres's settings for this server, as Meltano env vars."""
+        return {
+            "TARGET_POSTGRES_HOST": self.host,
+            "TARGET_POSTGRES_PORT": str(self.port),
+            "TARGET_POSTGRES_USER": self.user,
+            "TARGET_POSTGRES_PASSWORD": "unused-trust-auth",
+            "TARGET_POSTGRES_DATABASE": self.database,
+        }
+
 
 def start_postgres() -> t.Iterator[Postgres]:
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")

@@ -63,11 +63,7 @@ def test_meltano_batch_mode_into_postgres_loads_every_row(
         "TAP_ANALYTICS_BATCH_CONFIG_ENCODING_COMPRESSION": "gzip",
         "TAP_ANALYTICS_BATCH_CONFIG_STORAGE_ROOT": f"file://{tmp_path / 'batches'}",
         "TAP_ANALYTICS_BATCH_CONFIG_STORAGE_PREFIX": "e2e-",
-        "TARGET_POSTGRES_HOST": postgres.host,
-        "TARGET_POSTGRES_PORT": str(postgres.port),
-        "TARGET_POSTGRES_USER": postgres.user,
-        "TARGET_POSTGRES_PASSWORD": "unused-trust-auth",
-        "TARGET_POSTGRES_DATABASE": postgres.database,
+        **postgres.target_env(),
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
     }
     run = meltano_project.run("--environment=sandbox", "run", "tap-analytics",

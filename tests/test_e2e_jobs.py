@@ -77,11 +77,7 @@ def test_family_jobs_side_by_side_load_what_one_run_loads(
     system_db = tmp_path / "meltano.db"
     env = {
         **sandbox_env(sb),
-        "TARGET_POSTGRES_HOST": postgres.host,
-        "TARGET_POSTGRES_PORT": str(postgres.port),
-        "TARGET_POSTGRES_USER": postgres.user,
-        "TARGET_POSTGRES_PASSWORD": "unused-trust-auth",
-        "TARGET_POSTGRES_DATABASE": postgres.database,
+        **postgres.target_env(),
     }
 
     combined = meltano_project.run(

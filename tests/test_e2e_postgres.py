@@ -48,11 +48,7 @@ def test_meltano_into_postgres_then_nothing_new(
     system_db = tmp_path / "meltano.db"
     env = {
         **sandbox_env(sb),
-        "TARGET_POSTGRES_HOST": postgres.host,
-        "TARGET_POSTGRES_PORT": str(postgres.port),
-        "TARGET_POSTGRES_USER": postgres.user,
-        "TARGET_POSTGRES_PASSWORD": "unused-trust-auth",
-        "TARGET_POSTGRES_DATABASE": postgres.database,
+        **postgres.target_env(),
     }
     run = ("--environment=sandbox", "run", "tap-analytics", "target-postgres")
 
