@@ -33,7 +33,6 @@ from tap_analytics.insights.download import to_datetime
 #: Decompressed CSV bytes per Arrow block (one record batch each, roughly). 512 KiB:
 #: peak RSS of a 1M-row BATCH run 204 MB -> 175 MB against 1 MiB, same speed.
 BLOCK_SIZE = 1 << 19
-FIXED_COLUMNS = ("window_start", "window_end", "row_number", "source_file")
 
 # download._FAST_RE with named groups (RE2 syntax): the shape the row path rebuilds
 # without a datetime round trip; `valid_date` is checked per distinct day below.
