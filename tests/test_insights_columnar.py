@@ -196,3 +196,42 @@ def test_json_lines_with_constant_and_plain_columns() -> None:
     rows = [json.loads(line) for line in text.to_pybytes().decode().split("\n")[:-1]]
     assert rows == batch.to_pylist()
     assert list(rows[0]) == ["window_start", "row_number", "text", "timestamp"]
+
+
+def test_a_bad_date_in_a_later_block_names_its_row_in_the_file() -> None:
+    rows = [[f"2024-01-01T00:00:{i % 60:02d}Z", "f" * 50, "", "x"] for i in range(400)]
+    rows[357][0] = "2023-02-29T00:00:00Z"
+    data = csv_gz(rows)
+    decoder = ReportDecoder("insights_x", COLUMNS, block_size=4096)
+    assert len(list(decoder.raw_batches(gzip.GzipFile(fileobj=io.BytesIO(data)), "f"))) > 3
+    with pytest.raises(TapAnalyticsError, match=r"f.csv.gz row 358: timestamp '2023-02-29"):
+        decoded(data, block_size=4096)
+
+
+@pytest.mark.parametrize("backend", ["isal", "zlib"])
+def test_gzip_members_of_each_batch_are_one_gzip_file(backend: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch is compressed alone (on any encoder thread); the members written one
+    after another are one .jsonl.gz that gzip readers read whole."""
+    import zlib
+
+    from singer_sdk.helpers._batch import BatchConfig
+
+    from tap_analytics.insights import batchfiles
+
+    if backend == "zlib":
+        monkeypatch.setattr(batchfiles, "deflate", zlib)
+    else:
+        assert batchfiles.deflate.__name__ == "isal.isal_zlib"  # the `batch` extra's
+    config = BatchConfig.from_dict({"encoding": {"format": "jsonl", "compression": "gzip"},
+                                    "storage": {"root": "file:///tmp"}})
+    batches = [pa.RecordBatch.from_arrays(
+        [pa.array([f"v{i}-{j}" for j in range(50 * i + 1)]),
+         pa.array(list(range(50 * i + 1)), pa.int64())], names=["text", "n"])
+        for i in range(4)]
+    members = [batchfiles.encode(b, config) for b in batches]
+    assert all(m[:2] == b"\x1f\x8b" for m in members)
+    text = gzip.decompress(b"".join(members))
+    assert text == b"".join(json_lines(b).to_pybytes() for b in batches)
+    assert [json.loads(line) for line in text.splitlines()] == [
+        row for b in batches for row in b.to_pylist()]

@@ -4,13 +4,16 @@
 windows and query look-ahead as the row path (`stream._finished_queries`), then, per
 window, `WindowFiles.files()`:
 
-- the window's files are decoded on worker threads (pyarrow releases the GIL while it
-  parses; one SFTP connection per worker), each into a small bounded queue of Arrow
-  batches: memory stays bounded whatever the file size;
-- the main thread drains the queues in file order, numbers the rows across the window
-  (`row_number`, as the row path) and writes one batch file per report file
-  (`batchfiles.BatchFile`); a file is committed, and its BATCH message yielded, only
-  when complete;
+- reader threads (one SFTP connection each) read the window's files: SFTP, gunzip and
+  pyarrow's CSV parser, each file into a small bounded queue of raw Arrow batches:
+  memory stays bounded whatever the file size;
+- the main thread drains the queues in file order and numbers the rows across the
+  window (`row_number`, as the row path); encoder threads convert each batch (text,
+  RFC 3339 times, the fixed columns) and encode it (JSON Lines + one gzip member, or
+  the Arrow batch for Parquet) in parallel: Arrow's kernels and ISA-L release the GIL,
+  so a window's batches use all cores, whatever its file count. The main thread writes
+  the results in order into one batch file per report file (`batchfiles.BatchFile`);
+  a file is committed, and its BATCH message yielded, only when complete;
 - a dropped SFTP connection or a truncated/corrupt gzip re-reads the file from the
   start on the same worker (up to `max_tries` reads, as the row path), skipping the rows
   already queued: no half file, no row twice.
@@ -24,6 +27,7 @@ a SIGTERM handler writes at any moment. Empty and Failed windows move it too.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import ctypes
@@ -51,9 +55,9 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 
 LOGGER = logging.getLogger("tap-analytics.insights")
-#: Arrow batches (~512 KiB of CSV each) queued per file being decoded.
+#: Raw Arrow batches (~512 KiB of CSV each) queued per file being read.
 QUEUE_BATCHES = 2
-#: Files of one window decoded at once (each on its own SFTP connection).
+#: At most this many encoder threads (and half as many reader threads).
 MAX_WORKERS = 4
 _END = object()
 
@@ -73,6 +77,7 @@ def _bounded_memory() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (glibc): fixed, not sliding
+        libc.mallopt(-8, 2)  # M_ARENA_MAX: threads share 2 heaps, not 8 per core
 
 
 class _Failed:
@@ -101,10 +106,18 @@ class WindowFiles:
         self.constant = ("window_start", "window_end", "source_file")
         self.plain = [columnar.reports.column_name(c) for c in columns
                       if c in columnar.reports.TIME_FIELDS]
-        self.workers = workers or max(2, min(MAX_WORKERS, os.cpu_count() or 1))
+        #: Threads that convert and encode batches (the CPU-heavy part), and threads that
+        #: read files (SFTP + gunzip + CSV parse: ~1/4 of the CPU; one SFTP connection
+        #: each). A window's batches are encoded in parallel whatever its file count.
+        encoders = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+        self.workers = workers or max(1, encoders // 2)
         self.sync_id = uuid.uuid4().hex[:12]
         self._pool = cf.ThreadPoolExecutor(max_workers=self.workers,
                                            thread_name_prefix=f"{stream_name}-file")
+        #: Batches being converted and encoded, ahead of the one being written.
+        self.depth = encoders + 1
+        self._encoders = cf.ThreadPoolExecutor(max_workers=encoders,
+                                               thread_name_prefix=f"{stream_name}-encode")
         self._abort = threading.Event()
         self._local = threading.local()
         self._sessions: list[SftpSession] = []
@@ -132,6 +145,7 @@ class WindowFiles:
         window_start, window_end = format_datetime(start), format_datetime(end)
         queues: list[queue.Queue] = [queue.Queue(maxsize=QUEUE_BATCHES) for _ in paths]
         futures = [self._pool.submit(self._decode, p, q) for p, q in zip(paths, queues)]
+        pending: collections.deque[cf.Future] = collections.deque()
         first_row = 0
         try:
             for index, (path, q) in enumerate(zip(paths, queues)):
@@ -150,16 +164,23 @@ class WindowFiles:
                         if out is None:
                             out = batchfiles.BatchFile(self.batch_config, name, self.schema,
                                                    constant=self.constant, plain=self.plain)
-                        out.write(columnar.complete(
-                            item, window_start=window_start, window_end=window_end,
-                            first_row=first_row + rows, source_file=path,
-                            schema=self.schema))
+                        pending.append(self._encoders.submit(
+                            self._encode, item, path, rows, first_row + rows,
+                            window_start, window_end))
                         rows += item.num_rows
+                        while len(pending) > self.depth:  # written in file order
+                            out.put(*pending.popleft().result())
                     if out is None:
                         continue  # a file without rows: no batch file
+                    while pending:
+                        out.put(*pending.popleft().result())
                     url = out.commit()
                     out = None
                 finally:
+                    for future in pending:
+                        future.cancel()
+                    cf.wait(pending)
+                    pending.clear()
                     if out is not None:
                         out.discard()
                 first_row += rows
@@ -169,9 +190,20 @@ class WindowFiles:
             cf.wait(futures)
             self._abort.clear()
 
+    def _encode(self, raw: pa.RecordBatch, path: str, rows_before: int, first_row: int,
+                window_start: str, window_end: str) -> tuple[t.Any, int]:
+        """Encoder thread: a raw batch -> what `BatchFile.put` writes, and its rows."""
+        batch = columnar.complete(
+            self.decoder.convert(raw, path, rows_before=rows_before),
+            window_start=window_start, window_end=window_end, first_row=first_row,
+            source_file=path, schema=self.schema)
+        return batchfiles.encode(batch, self.batch_config, constant=self.constant,
+                                 plain=self.plain), batch.num_rows
+
     def close(self) -> None:
         self._abort.set()
         self._pool.shutdown(wait=True)
+        self._encoders.shutdown(wait=True, cancel_futures=True)
         for session in self._sessions:
             session.close()
 
@@ -239,7 +271,7 @@ class WindowFiles:
         try:
             gz = gzip.GzipFile(fileobj=io.BufferedReader(stream, BUFFER), mode="rb")
             seen = 0
-            for batch in self.decoder.batches(gz, path):
+            for batch in self.decoder.raw_batches(gz, path):
                 n = batch.num_rows
                 seen += n
                 if seen <= skip:
