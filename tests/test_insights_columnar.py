@@ -235,3 +235,17 @@ def test_gzip_members_of_each_batch_are_one_gzip_file(backend: str,
     assert text == b"".join(json_lines(b).to_pybytes() for b in batches)
     assert [json.loads(line) for line in text.splitlines()] == [
         row for b in batches for row in b.to_pylist()]
+
+
+@pytest.mark.parametrize("bad", ["2023-02-29T00:00:00Z", "2024-04-31 10:00:00",
+                                 "0000-01-01T00:00:00Z"])
+def test_days_that_do_not_exist_fail_as_in_the_row_path(bad: str) -> None:
+    """Arrow's cast checks the calendar, except year 0: each is the row path's error."""
+    values = ["2024-01-01T00:00:00Z", "1704067200", bad, "2024-01-01 00:00:01"]
+    with pytest.raises(ValueError):
+        to_datetime(bad)
+    with pytest.raises(ValueError) as raised:
+        convert_times(pa.array(values, pa.string()))
+    assert getattr(raised.value, "index", None) == 2
+    ok = [v for v in values if v != bad]
+    assert convert_times(pa.array(ok, pa.string())).to_pylist() == [to_datetime(v) for v in ok]

@@ -47,8 +47,10 @@ def _escaped(values: pa.Array, *, plain: bool = False) -> tuple[pa.Array, bool]:
             # Control characters need \uXXXX escapes: rare, done value by value.
             return pa.array(["null" if v is None else json.dumps(v, ensure_ascii=False)
                              for v in values.to_pylist()], pa.string()), True
+        data = values.buffers()[2]  # a look at the bytes first: memchr, not a kernel
+        data = data.to_pybytes() if data is not None else b""
         for char in ("\\", '"'):  # the backslash first
-            if pc.any(pc.match_substring(values, char)).as_py():
+            if char.encode() in data:
                 values = pc.replace_substring(values, char, "\\" + char)
     return values, False
 

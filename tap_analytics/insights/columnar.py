@@ -59,28 +59,51 @@ class BadValue(ValueError):
         self.value = value
 
 
+#: 0001-01-01T00:00:00 in microseconds since the epoch: the first day `valid_date` takes.
+_YEAR_1_US = -62135596800 * 10**6
+
+
+def _may_hold(values: pa.Array, text: bytes) -> bool:
+    """False when no value of `values` contains `text` (a fast, conservative look at the
+    whole data buffer: a view's neighbours may make it say True)."""
+    data = values.buffers()[2] if values.type in (pa.string(), pa.binary()) else None
+    return data is None or text in data.to_pybytes()
+
+
+def _cast_fast(values: pa.Array, fast: pa.Array) -> pa.Array:
+    """The `fast` values (the fast shape) in the tap's form, through Arrow's timestamp
+    cast ("YYYY-MM-DD HH:MM:SS.ffffff", 6 digits); null elsewhere. ArrowInvalid when a
+    value is no real date (Arrow checks the calendar; year 0, which it takes, raises)."""
+    naive = pc.utf8_rtrim(pc.if_else(fast, values, pa.scalar(None, pa.string())), "Z")
+    if _may_hold(values, b"+"):  # the shape's other UTC suffix
+        naive = pc.replace_substring(naive, "+00:00", "")
+    stamps = naive.cast(pa.timestamp("us"))
+    first = pc.min(stamps.cast(pa.int64())).as_py()
+    if first is not None and first < _YEAR_1_US:
+        raise pa.ArrowInvalid("a year before 1")
+    return pc.binary_replace_slice(pc.binary_replace_slice(
+        stamps.cast(pa.string()), 10, 11, "T"), 26, 26, "+00:00")
+
+
 def convert_times(values: pa.Array) -> pa.Array:
     """A string array of report time values -> the row path's `to_datetime` values.
 
     Values of the common UTC shape (`download._FAST_RE`, on a real calendar day) are
     parsed and printed by Arrow's own timestamp cast (no regex captures, no Python per
-    value); everything else (epochs, offsets, padding, bad dates) goes through the row
+    value, the calendar checked by the cast); everything else (epochs, offsets, padding, bad dates) goes through the row
     path's own function, value by value. An empty value is null, as `to_datetime("")`.
     """
     fast = pc.fill_null(pc.match_substring_regex(values, _FAST), False)
-    day = pc.utf8_slice_codeunits(values, 0, 10)
-    bad_days = [d for d in pc.unique(day.filter(fast)).to_pylist() if not valid_date(d)]
-    if bad_days:
-        fast = pc.and_(fast, pc.invert(pc.is_in(day, pa.array(bad_days, pa.string()))))
-    # The shape allows one "Z" or "+00:00" at the end, nothing else: strip it.
-    naive = pc.utf8_rtrim(pc.if_else(fast, values, pa.scalar(None, pa.string())), "Z")
-    if pc.any(pc.match_substring(naive, "+")).as_py():
-        naive = pc.replace_substring(naive, "+00:00", "")
-    try:  # "YYYY-MM-DD HH:MM:SS.ffffff" (6 digits) -> "YYYY-MM-DDTHH:MM:SS.ffffff+00:00"
-        built = pc.utf8_replace_slice(pc.utf8_replace_slice(
-            naive.cast(pa.timestamp("us")).cast(pa.string()), 10, 11, "T"), 26, 26, "+00:00")
-    except pa.ArrowInvalid:  # a value Arrow parses differently: all of them the slow way
-        built, fast = pa.nulls(len(values), pa.string()), pa.repeat(False, len(values))
+    try:
+        built = _cast_fast(values, fast)
+    except pa.ArrowInvalid:  # a day that does not exist (Feb 30): those go the slow way
+        day = pc.utf8_slice_codeunits(values, 0, 10)
+        bad = [d for d in pc.unique(day.filter(fast)).to_pylist() if not valid_date(d)]
+        fast = pc.and_(fast, pc.invert(pc.is_in(day, pa.array(bad, pa.string()))))
+        try:
+            built = _cast_fast(values, fast)
+        except pa.ArrowInvalid:  # anything else Arrow reads otherwise: all the slow way
+            built, fast = pa.nulls(len(values), pa.string()), pa.repeat(False, len(values))
     slow = pc.and_(pc.invert(fast), pc.not_equal(values, ""))
     if not pc.any(slow).as_py():
         return built
