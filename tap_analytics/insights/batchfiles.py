@@ -35,6 +35,15 @@ except ImportError:  # pragma: no cover - pyarrow without the extra (e.g. singer
 #: files are ~40% larger (4.6 vs 3.2 MB per 200k sandbox rows). The SDK's batcher uses 9.
 JSONL_GZIP_LEVEL = 1
 _CONTROL = r"[\x00-\x1f]"
+# Compute functions get Arrow scalars: a Python value costs a failed `import dateutil`
+# per call in pyarrow's conversion (see columnar.py).
+_JSON_NULL = pa.scalar("null", pa.string())
+_QUOTE = pa.scalar('"', pa.string())
+_NOTHING = pa.scalar("", pa.string())
+
+
+def _text(text: str) -> pa.Scalar:
+    return pa.scalar(text, pa.string())
 
 
 def _escaped(values: pa.Array, *, plain: bool = False) -> tuple[pa.Array, bool]:
@@ -77,23 +86,23 @@ def json_lines(batch: pa.RecordBatch, *, constant: t.Collection[str] = (),
             text += json.dumps(column[0].as_py())
             continue
         if pa.types.is_integer(field.type):
-            pieces += [text, pc.fill_null(pc.cast(column, pa.string()), "null")]
+            pieces += [_text(text), pc.fill_null(pc.cast(column, pa.string()), _JSON_NULL)]
             text = ""
             continue
         values, tokens = _escaped(column, plain=field.name in plain)
         if tokens:
-            pieces += [text, values]
+            pieces += [_text(text), values]
             text = ""
         elif values.null_count:
-            pieces += [text, pc.fill_null(
-                pc.binary_join_element_wise('"', values, '"', ""), "null")]
+            pieces += [_text(text), pc.fill_null(
+                pc.binary_join_element_wise(_QUOTE, values, _QUOTE, _NOTHING), _JSON_NULL)]
             text = ""
         else:  # the common case: the quotes go into the pieces around the value
-            pieces += [text + '"', values]
+            pieces += [_text(text + '"'), values]
             text = '"'
     if not pieces:  # no value columns at all (or no rows)
         return pa.py_buffer((text + "}\n").encode() * batch.num_rows)
-    lines = pc.binary_join_element_wise(*pieces, text + "}\n", "")
+    lines = pc.binary_join_element_wise(*pieces, _text(text + "}\n"), _NOTHING)
     _, offsets, data = lines.buffers()
     offsets = pa.Array.from_buffers(
         pa.int64() if pa.types.is_large_string(lines.type) else pa.int32(),

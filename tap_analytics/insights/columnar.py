@@ -59,6 +59,14 @@ class BadValue(ValueError):
         self.value = value
 
 
+# Arguments of compute functions are Arrow scalars, not Python values: pyarrow converts
+# a Python value by trying to import dateutil (absent unless something else needs it),
+# a failed import each call, holding the GIL (~1 s per 1M rows before).
+_EMPTY = pa.scalar("", pa.string())
+_NULL = pa.scalar(None, pa.string())
+_FALSE = pa.scalar(False)
+_ONE = pa.scalar(1, pa.int64())
+
 #: 0001-01-01T00:00:00 in microseconds since the epoch: the first day `valid_date` takes.
 _YEAR_1_US = -62135596800 * 10**6
 
@@ -74,7 +82,7 @@ def _cast_fast(values: pa.Array, fast: pa.Array) -> pa.Array:
     """The `fast` values (the fast shape) in the tap's form, through Arrow's timestamp
     cast ("YYYY-MM-DD HH:MM:SS.ffffff", 6 digits); null elsewhere. ArrowInvalid when a
     value is no real date (Arrow checks the calendar; year 0, which it takes, raises)."""
-    naive = pc.utf8_rtrim(pc.if_else(fast, values, pa.scalar(None, pa.string())), "Z")
+    naive = pc.utf8_rtrim(pc.if_else(fast, values, _NULL), "Z")
     if _may_hold(values, b"+"):  # the shape's other UTC suffix
         naive = pc.replace_substring(naive, "+00:00", "")
     stamps = naive.cast(pa.timestamp("us"))
@@ -93,7 +101,7 @@ def convert_times(values: pa.Array) -> pa.Array:
     value, the calendar checked by the cast); everything else (epochs, offsets, padding, bad dates) goes through the row
     path's own function, value by value. An empty value is null, as `to_datetime("")`.
     """
-    fast = pc.fill_null(pc.match_substring_regex(values, _FAST), False)
+    fast = pc.fill_null(pc.match_substring_regex(values, _FAST), _FALSE)
     try:
         built = _cast_fast(values, fast)
     except pa.ArrowInvalid:  # a day that does not exist (Feb 30): those go the slow way
@@ -104,7 +112,7 @@ def convert_times(values: pa.Array) -> pa.Array:
             built = _cast_fast(values, fast)
         except pa.ArrowInvalid:  # anything else Arrow reads otherwise: all the slow way
             built, fast = pa.nulls(len(values), pa.string()), pa.repeat(False, len(values))
-    slow = pc.and_(pc.invert(fast), pc.not_equal(values, ""))
+    slow = pc.and_(pc.invert(fast), pc.not_equal(values, _EMPTY))
     if not pc.any(slow).as_py():
         return built
     fixed = []
@@ -164,18 +172,21 @@ class ReportDecoder:
             if "Empty CSV file" in str(exc):
                 return  # no header at all: the row path logs it and emits nothing
             raise self._csv_error(path, exc) from None
-        reports.check_header(self.stream_name, path, reader.schema.names, self.columns)
-        order = [reader.schema.names.index(c) for c in self.columns]
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except pa.ArrowInvalid as exc:
-                raise self._csv_error(path, exc) from None
-            if batch.num_rows:
-                yield pa.RecordBatch.from_arrays([batch.column(i) for i in order],
-                                                 names=self.names)
+        try:
+            reports.check_header(self.stream_name, path, reader.schema.names, self.columns)
+            order = [reader.schema.names.index(c) for c in self.columns]
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except pa.ArrowInvalid as exc:
+                    raise self._csv_error(path, exc) from None
+                if batch.num_rows:
+                    yield pa.RecordBatch.from_arrays([batch.column(i) for i in order],
+                                                     names=self.names)
+        finally:  # stop Arrow's read-ahead of `fileobj` before its owner closes it
+            reader.close()
 
     def convert(self, raw: pa.RecordBatch, path: str, *, rows_before: int) -> pa.RecordBatch:
         """A raw batch -> the RECORD path's values: text, time fields in RFC 3339.
@@ -201,14 +212,14 @@ class ReportDecoder:
 
 
 def _constant(value: str, n: int) -> pa.Array:
-    return pa.array([value], pa.string()).take(pc.fill_null(pa.nulls(n, pa.int32()), 0))
+    return pa.repeat(pa.scalar(value, pa.string()), n)
 
 
 def complete(batch: pa.RecordBatch, *, window_start: str, window_end: str, first_row: int,
              source_file: str, schema: pa.Schema) -> pa.RecordBatch:
     """A decoded batch plus the fixed columns; `first_row` rows of the window came before."""
     n = batch.num_rows
-    numbers = pc.add(pc.cumulative_sum(pc.fill_null(pa.nulls(n, pa.int64()), 1)),
+    numbers = pc.add(pc.cumulative_sum(pa.repeat(_ONE, n)),
                      pa.scalar(first_row, pa.int64()))
     return pa.RecordBatch.from_arrays(
         [_constant(window_start, n), _constant(window_end, n), numbers,
