@@ -55,7 +55,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 
 LOGGER = logging.getLogger("tap-analytics.insights")
-#: Raw Arrow batches (~512 KiB of CSV each) queued per file being read.
+#: Raw Arrow batches (~256 KiB of CSV each, `columnar.BLOCK_SIZE`) queued per file read.
 QUEUE_BATCHES = 2
 #: At most this many encoder threads (and half as many reader threads).
 MAX_WORKERS = 4
