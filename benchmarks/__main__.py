@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import typing as t
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                  f"{_fmt(x['wall_median_s'])} s, CPU {_fmt(x['cpu_median_s'])} s); after the "
                  f"report was ready {_fmt(after, 0) if after else '-':>10s} rows/s; peak RSS "
                  f"{_fmt(x['peak_rss_mb'], 0)} MB")
+        _log(f"    {r4['csv_bytes_per_row']:.0f} CSV bytes/row: hours per TB of report CSV on "
+             f"this machine ({os.cpu_count()} cores), after the report was ready: " + ", ".join(
+                 f"{label} {h:.1f} h" for label, h in r4["hours_per_tb"].items()))
         goals.append(("7  every variant delivered all rows, exit 0", f"{n:,} each",
                       all(x["ok"] for x in v4.values()) and r4["bulk_jsonl_small"]["ok"]))
         goals.append(("7  BATCH jsonl.gz >= 2x plain extractor (rows/s, wall)",
