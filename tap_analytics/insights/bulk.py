@@ -80,6 +80,14 @@ def _bounded_memory() -> None:
         libc.mallopt(-8, 2)  # M_ARENA_MAX: threads share 2 heaps, not 8 per core
 
 
+def _cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class _Failed:
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -109,7 +117,7 @@ class WindowFiles:
         #: Threads that convert and encode batches (the CPU-heavy part), and threads that
         #: read files (SFTP + gunzip + CSV parse: ~1/4 of the CPU; one SFTP connection
         #: each). A window's batches are encoded in parallel whatever its file count.
-        encoders = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+        encoders = max(1, min(MAX_WORKERS, _cores()))
         self.workers = workers or max(1, encoders // 2)
         self.sync_id = uuid.uuid4().hex[:12]
         self._pool = cf.ThreadPoolExecutor(max_workers=self.workers,
