@@ -13,6 +13,7 @@ import json
 import random
 import re
 import threading
+import time
 import typing as t
 
 import pytest
@@ -308,3 +309,84 @@ def test_the_page_log_line_shows_pages_per_second_and_requests_in_flight(sb: San
     assert max(in_flight) <= 4
     # each page's successors were sent before its line: the look-ahead is visible
     assert max(in_flight) >= 1, in_flight
+
+
+# -- the next stream does not wait for the pages asked past the end ------------------------
+SESSIONS = LIST_PATHS["alation_execution_sessions"]
+
+
+def hold_pages_past_the_end(release: threading.Event, seen: list[str], *,
+                            release_after: float | None = None) -> Faults:
+    """execution_event pages are answered 50 ms late (so pages overlap in flight), and
+    those past the end (100 events: offset > 100) only once `release` is set (10 s at
+    most; `release_after`: set that long after the first one arrived). The first
+    execution_session request sets it, and records whether it arrived while such a page
+    was still held."""
+    held = [0]
+    lock = threading.Lock()
+
+    def override(request: Request) -> Response | None:
+        if request.path == EVENTS and int(request.param("skip") or 0) > 100:
+            with lock:
+                held[0] += 1
+                if release_after is not None and held[0] == 1 and not release.is_set():
+                    threading.Timer(release_after, release.set).start()
+            release.wait(10)
+            with lock:
+                held[0] -= 1
+            return None
+        if request.path == EVENTS:
+            time.sleep(0.05)
+        if request.path == SESSIONS and not seen:
+            with lock:
+                seen.append("session request while an event page was held"
+                            if held[0] else "session request, nothing held")
+            release.set()
+        return None
+
+    return Faults(override=override, paths=(EVENTS, SESSIONS))
+
+
+def _asked_past_the_end(sandbox: Sandbox) -> int:
+    return sum(1 for r in sandbox.alation.requests()
+               if r.path == EVENTS and int(r.query.get("skip", ["0"])[-1]) > 100)
+
+
+def test_the_next_stream_starts_while_the_pages_past_the_end_are_in_flight(
+        sb: Sandbox) -> None:
+    reference, _ = _sync(sb, config_for(sb, 10, 1))
+    release = threading.Event()
+    seen: list[str] = []
+    sb.alation.faults = hold_pages_past_the_end(release, seen)
+    try:
+        concurrent, _ = _sync(sb, config_for(sb, 10, 4))
+    finally:
+        release.set()
+        sb.alation.faults = Faults()
+    # without the drain, the sessions' first request would wait for the held pages
+    assert seen == ["session request while an event page was held"], seen
+    assert_same_output(reference, concurrent)
+    assert 0 < _asked_past_the_end(sb) <= 4
+    assert not _worker_threads(), "a page worker thread outlived the sync"
+
+
+def test_the_last_alation_stream_to_sync_waits_for_the_dropped_pages(sb: Sandbox) -> None:
+    # every stream after execution_events deselected: it is the last Alation stream, so
+    # its own dropped pages are waited for before the sync moves on (or ends)
+    from test_insights_overlap import selecting
+
+    config = config_for(sb, 10, 4)
+    catalog = selecting(config, lambda name: name in (
+        "alation_execution_batches", "alation_execution_events"))
+    release = threading.Event()
+    sb.alation.faults = hold_pages_past_the_end(release, [], release_after=1.0)
+    try:
+        sb.alation.clear_log()
+        result = run_inprocess(config, catalog=catalog)
+        assert release.is_set(), "the sync ended while a dropped page was still held"
+        assert not _worker_threads(), "a page worker thread outlived the sync"
+    finally:
+        release.set()
+        sb.alation.faults = Faults()
+    assert sorted(result.records) == ["alation_execution_batches", "alation_execution_events"]
+    assert _asked_past_the_end(sb), "no page past the end was asked: the test proved nothing"

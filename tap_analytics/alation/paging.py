@@ -22,6 +22,7 @@ from contextlib import closing
 from singer_sdk.pagination import OffsetPaginator
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
+from tap_analytics.common.drain import Drain
 from tap_analytics.common.prefetch import OrderedPrefetch
 from tap_analytics.common.sessions import ThreadSessions
 from tap_analytics.common.timeutil import normalize
@@ -308,6 +309,12 @@ class PagingMixin:
         send_ahead = self.request_decorator(request_unless_dropped)
         self.__dict__["_thread_sessions"] = sessions
         self.__dict__["_prefetch"] = prefetch
+
+        def release() -> None:
+            sessions.close()
+            if self.__dict__.get("_thread_sessions") is sessions:
+                del self.__dict__["_thread_sessions"]
+
         try:
             while not paginator.finished:
                 offset, prepared, response = next(prefetch)
@@ -316,10 +323,49 @@ class PagingMixin:
                                        f"{paginator.current_value}")
                 yield prepared, response
         finally:
-            prefetch.close()
-            sessions.close()
-            self.__dict__.pop("_thread_sessions", None)
             self.__dict__.pop("_prefetch", None)
+            # The page handed out last was short or empty (the paginator is finished, or
+            # request_pages stopped on the empty page): the stream has every page it
+            # needs. The pages asked past its end are dropped and finish in the
+            # background, so the next stream starts now instead of a round trip later
+            # (common/drain.py); a failure still waits for them (settle_lookaheads).
+            if paginator.finished or (
+                    prefetch.delivered and self.last_page_count < paginator.page_size):
+                self.lookahead_drain.add(prefetch, release)
+            else:  # an error, or the caller stopped early: as before, wait here
+                prefetch.close()
+                release()
+
+    @property
+    def lookahead_drain(self) -> Drain:
+        """The tap's look-aheads still finishing their dropped pages (one per tap)."""
+        tap = self._tap
+        drain = tap.__dict__.get("_lookahead_drain")
+        if drain is None:
+            drain = tap.__dict__["_lookahead_drain"] = Drain()
+        return drain
+
+    def settle_lookaheads(self, *, failed: bool = False) -> None:
+        """At the end of this stream's sync: the dropped pages of earlier streams that
+        have come back are cleaned up; after the last Alation stream to sync (or a
+        failure) every one is waited for, so no worker thread outlives the source."""
+        drain = self._tap.__dict__.get("_lookahead_drain")
+        if drain is None:
+            return
+        if failed or self._last_alation_stream():
+            drain.join()
+        else:
+            drain.reap()
+
+    def _last_alation_stream(self) -> bool:
+        """No selected Alation stream syncs after this one (the tap's stream order)."""
+        after = False
+        for stream in self._tap.streams.values():
+            if stream is self:
+                after = True
+            elif after and isinstance(stream, PagingMixin) and stream.selected:
+                return False
+        return True
 
     @property
     def requests_in_flight(self) -> int:

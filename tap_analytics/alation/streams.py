@@ -125,10 +125,14 @@ class QueryResultsStream(AlationStream):
                     # Every row of this result went through the sync loop (emitted).
                     read[str(item.query_id)] = result_id
                     self.get_context_state(context)[RESULT_IDS_KEY] = read
+        except BaseException:
+            self.settle_lookaheads(failed=True)
+            raise
         finally:
             fetched.close()
             sessions.close()
             self.__dict__.pop("_thread_sessions", None)
+        self.settle_lookaheads()
 
     def results_read(self, context: Context | None) -> dict[str, int]:
         """{query id (string): result id} of the results already emitted, from STATE.
