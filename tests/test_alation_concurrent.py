@@ -390,3 +390,45 @@ def test_the_last_alation_stream_to_sync_waits_for_the_dropped_pages(sb: Sandbox
         sb.alation.faults = Faults()
     assert sorted(result.records) == ["alation_execution_batches", "alation_execution_events"]
     assert _asked_past_the_end(sb), "no page past the end was asked: the test proved nothing"
+
+
+def test_a_result_query_starts_as_soon_as_another_one_is_done(sb: Sandbox) -> None:
+    # 2 in flight, 3 queries: the first query's latest result is held until the third
+    # query's request arrives (10 s at most); the second query is done at once, so the
+    # third goes out while the first is still held, and the rows still come in order.
+    ids = list(sb.alation.result_query_ids)[:3]
+    assert len(ids) == 3
+    first, third = (f"/integration/v1/query/{q}/result/latest/" for q in (ids[0], ids[2]))
+    release = threading.Event()
+    held: list[str] = []
+    seen: list[bool] = []
+
+    def override(request: Request) -> Response | None:
+        if request.path == first:
+            held.append(request.path)
+            release.wait(10)
+            held.remove(request.path)
+        elif request.path == third:
+            seen.append(bool(held))  # the first one still held?
+            release.set()
+        return None
+
+    only_results = {"alation_query_results"}
+    from test_insights_overlap import selecting
+
+    reference = run_inprocess(config_for(sb, 10, 1, result_query_ids=ids),
+                              catalog=selecting(config_for(sb, 10, 1),
+                                                only_results.__contains__))
+    sb.alation.faults = Faults(override=override, paths=(first, third))
+    try:
+        config = config_for(sb, 10, 2, result_query_ids=ids)
+        result = run_inprocess(config, catalog=selecting(config, only_results.__contains__))
+    finally:
+        release.set()
+        sb.alation.faults = Faults()
+    assert seen == [True]
+    assert result.records == reference.records
+    assert [r["query_id"] for r in result.records["alation_query_results"]] == sorted(
+        (r["query_id"] for r in reference.records["alation_query_results"]),
+        key=ids.index)
+    assert not _worker_threads()

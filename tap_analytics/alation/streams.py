@@ -111,11 +111,14 @@ class QueryResultsStream(AlationStream):
         read = self.results_read(context)
         known = dict(read)  # what the fetches compare with (read on worker threads)
         # The requests of the next queries go out while this one's rows are emitted
-        # (up to alation.max_concurrent_requests); rows and errors come in query order.
+        # (up to alation.max_concurrent_requests queries at once); rows and errors come
+        # in query order. A query starts as soon as another one is done (one more
+        # waiting result than in flight), not only when the first one is taken.
         in_flight = max(1, min(self.max_concurrent_requests, len(ids)))
         sessions = ThreadSessions(self.requests_session)
         fetched = OrderedPrefetch(lambda q: self._fetch(q, known.get(str(q))), ids,
-                                  in_flight, thread_name=f"tap-analytics-{self.name}")
+                                  in_flight, thread_name=f"tap-analytics-{self.name}",
+                                  max_waiting=in_flight + 1)
         self.__dict__["_thread_sessions"] = sessions
         self.__dict__["_sync_thread"] = threading.get_ident()
         try:
