@@ -99,6 +99,12 @@ class OrderedPrefetch(t.Generic[K, R]):
         self.delivered += 1
         return result
 
+    def start(self) -> None:
+        """Submit the first fetches now, before the first result is asked for (e.g. a
+        look-ahead started before its reader). Sequential mode fetches nothing ahead."""
+        if not self._closed and self.max_in_flight > 1:
+            self._fill()
+
     @property
     def in_flight(self) -> int:
         """Fetches running now (0 when sequential)."""
