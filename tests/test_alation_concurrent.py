@@ -13,6 +13,7 @@ import json
 import random
 import re
 import threading
+import time
 import typing as t
 
 import pytest
@@ -308,3 +309,206 @@ def test_the_page_log_line_shows_pages_per_second_and_requests_in_flight(sb: San
     assert max(in_flight) <= 4
     # each page's successors were sent before its line: the look-ahead is visible
     assert max(in_flight) >= 1, in_flight
+
+
+# -- the next stream does not wait for the pages asked past the end ------------------------
+SESSIONS = LIST_PATHS["alation_execution_sessions"]
+BATCHES = LIST_PATHS["alation_execution_batches"]
+
+
+def hold_pages_past_the_end(path: str, end: int, release: threading.Event,
+                            seen: list[str], *, release_after: float | None = None
+                            ) -> Faults:
+    """Pages of `path` are answered 50 ms late (so pages overlap in flight), and those
+    past its end (offset > `end`) only once `release` is set (10 s at most;
+    `release_after`: set that long after the first one arrived). The first
+    execution_event request after the 4 sent ahead of its sync (offset >= 40) sets it,
+    and records whether it arrived while such a page was still held."""
+    held = [0]
+    lock = threading.Lock()
+
+    def override(request: Request) -> Response | None:
+        skip = int(request.param("skip") or 0)
+        if request.path == path and skip > end:
+            with lock:
+                held[0] += 1
+                if release_after is not None and held[0] == 1 and not release.is_set():
+                    threading.Timer(release_after, release.set).start()
+            release.wait(10)
+            with lock:
+                held[0] -= 1
+            return None
+        if request.path == path:
+            time.sleep(0.05)
+        elif request.path == EVENTS and skip >= 40 and not seen:
+            with lock:
+                seen.append("event request while a batch page was held"
+                            if held[0] else "event request, nothing held")
+            release.set()
+        return None
+
+    return Faults(override=override, paths=(path, EVENTS))
+
+
+def _asked_past_the_end(sandbox: Sandbox, path: str, end: int) -> int:
+    return sum(1 for r in sandbox.alation.requests()
+               if r.path == path and int(r.query.get("skip", ["0"])[-1]) > end)
+
+
+def test_the_next_stream_goes_on_while_the_pages_past_the_end_are_in_flight(
+        sb: Sandbox) -> None:
+    # 50 batches, pages of 10: the empty page at 50 ends them; the pages asked past it
+    # are held. execution_events (next) takes over its 4 pages sent ahead and goes on.
+    reference, _ = _sync(sb, config_for(sb, 10, 1))
+    release = threading.Event()
+    seen: list[str] = []
+    sb.alation.faults = hold_pages_past_the_end(BATCHES, 50, release, seen)
+    try:
+        concurrent, _ = _sync(sb, config_for(sb, 10, 4))
+    finally:
+        release.set()
+        sb.alation.faults = Faults()
+    # without the drain, the events' requests would wait for the held pages
+    assert seen == ["event request while a batch page was held"], seen
+    assert_same_output(reference, concurrent)
+    assert 0 < _asked_past_the_end(sb, BATCHES, 50) <= 4
+    assert not _worker_threads(), "a page worker thread outlived the sync"
+
+
+def test_the_last_alation_stream_to_sync_waits_for_the_dropped_pages(sb: Sandbox) -> None:
+    # every stream after execution_events deselected: it is the last Alation stream, so
+    # its own dropped pages are waited for before the sync moves on (or ends)
+    from test_insights_overlap import selecting
+
+    config = config_for(sb, 10, 4)
+    catalog = selecting(config, lambda name: name in (
+        "alation_execution_batches", "alation_execution_events"))
+    release = threading.Event()
+    sb.alation.faults = hold_pages_past_the_end(EVENTS, 100, release, [],
+                                                release_after=1.0)
+    try:
+        sb.alation.clear_log()
+        result = run_inprocess(config, catalog=catalog)
+        assert release.is_set(), "the sync ended while a dropped page was still held"
+        assert not _worker_threads(), "a page worker thread outlived the sync"
+    finally:
+        release.set()
+        sb.alation.faults = Faults()
+    assert sorted(result.records) == ["alation_execution_batches", "alation_execution_events"]
+    assert _asked_past_the_end(sb, EVENTS, 100), "no page past the end was asked: " \
+        "the test proved nothing"
+
+
+def test_a_result_query_starts_as_soon_as_another_one_is_done(sb: Sandbox) -> None:
+    # 2 in flight, 3 queries: the first query's latest result is held until the third
+    # query's request arrives (10 s at most); the second query is done at once, so the
+    # third goes out while the first is still held, and the rows still come in order.
+    ids = list(sb.alation.result_query_ids)[:3]
+    assert len(ids) == 3
+    first, third = (f"/integration/v1/query/{q}/result/latest/" for q in (ids[0], ids[2]))
+    release = threading.Event()
+    held: list[str] = []
+    seen: list[bool] = []
+
+    def override(request: Request) -> Response | None:
+        if request.path == first:
+            held.append(request.path)
+            release.wait(10)
+            held.remove(request.path)
+        elif request.path == third:
+            seen.append(bool(held))  # the first one still held?
+            release.set()
+        return None
+
+    only_results = {"alation_query_results"}
+    from test_insights_overlap import selecting
+
+    reference = run_inprocess(config_for(sb, 10, 1, result_query_ids=ids),
+                              catalog=selecting(config_for(sb, 10, 1),
+                                                only_results.__contains__))
+    sb.alation.faults = Faults(override=override, paths=(first, third))
+    try:
+        config = config_for(sb, 10, 2, result_query_ids=ids)
+        result = run_inprocess(config, catalog=selecting(config, only_results.__contains__))
+    finally:
+        release.set()
+        sb.alation.faults = Faults()
+    assert seen == [True]
+    assert result.records == reference.records
+    assert [r["query_id"] for r in result.records["alation_query_results"]] == sorted(
+        (r["query_id"] for r in reference.records["alation_query_results"]),
+        key=ids.index)
+    assert not _worker_threads()
+
+
+# -- the next stream's first pages are asked while this one is read ----------------------
+def note_session_requests(seen: list[str], fail_events_at: int | None = None) -> Faults:
+    """execution_event pages are answered 20 ms late (the one at `fail_events_at`: 503);
+    each execution_session request notes whether the events' last page (offset 100, of
+    100 events) had been asked for by then."""
+    asked_last = threading.Event()
+
+    def override(request: Request) -> Response | None:
+        skip = int(request.param("skip") or 0)
+        if request.path == EVENTS:
+            if skip >= 100:
+                asked_last.set()
+            time.sleep(0.02)
+            if skip == fail_events_at:
+                return Response(status=503, body=b"busy", content_type="text/plain",
+                                faultable=False)
+        elif request.path == SESSIONS:
+            seen.append(f"skip={skip}: events "
+                        f"{'asked to the end' if asked_last.is_set() else 'still read'}")
+        return None
+
+    return Faults(override=override, paths=(EVENTS, SESSIONS))
+
+
+def test_the_next_streams_first_pages_are_asked_while_this_one_is_read(sb: Sandbox) -> None:
+    reference, seq_requests = _sync(sb, config_for(sb, 10, 1))
+    seen: list[str] = []
+    sb.alation.faults = note_session_requests(seen)
+    try:
+        concurrent, requests = _sync(sb, config_for(sb, 10, 4))
+    finally:
+        sb.alation.faults = Faults()
+    # sessions' first 4 pages went out while execution_events was still being read
+    assert sorted(seen[:4]) == [f"skip={k}: events still read" for k in (0, 10, 20, 30)], seen
+    assert all(line.endswith("asked to the end") for line in seen[4:]), seen
+    assert_same_output(reference, concurrent)  # records and STATE messages
+    sessions = requests[SESSIONS]
+    assert sorted(sessions)[:len(seq_requests[SESSIONS])] == seq_requests[SESSIONS]
+    assert not _worker_threads()
+
+
+def test_a_failing_stream_closes_the_next_streams_early_requests(sb: Sandbox) -> None:
+    # execution_events fails for good at offset 60, after execution_sessions' first
+    # pages went out: they are dropped, no thread is left, nothing of sessions is emitted
+    seen: list[str] = []
+    sb.alation.faults = note_session_requests(seen, fail_events_at=60)
+    try:
+        with pytest.raises(Exception, match="503"):
+            run_inprocess(config_for(sb, 10, 4, max_tries=1))
+    finally:
+        sb.alation.faults = Faults()
+    assert seen, "no session page was asked ahead: the test proved nothing"
+    assert not _worker_threads(), "a page worker thread outlived the failed sync"
+
+
+def test_a_stream_with_a_bookmark_sends_its_first_page_alone_ahead(sb: Sandbox) -> None:
+    # the next run from the final STATE: each stream's first page is asked ahead alone
+    # (a run with nothing new costs one request per stream) and taken over by its sync
+    full, _ = _sync(sb, config_for(sb, 10, 4))
+    reference, _ = _sync(sb, config_for(sb, 10, 1), state=full.final_state)
+    seen: list[str] = []
+    sb.alation.faults = note_session_requests(seen)
+    try:
+        again, requests = _sync(sb, config_for(sb, 10, 4), state=full.final_state)
+    finally:
+        sb.alation.faults = Faults()
+    assert {path: len(skips) for path, skips in requests.items()} == {
+        path: 1 for path in LIST_PATHS.values()}
+    assert seen == ["skip=0: events still read"], seen
+    assert_same_output(reference, again)
+    assert not _worker_threads()

@@ -339,16 +339,21 @@ class AlationStream(PagingMixin, AnalyticsStream):
         self.__dict__["_started"] = time.monotonic()
         self.__dict__.pop("_skip_at", None)
         self.__dict__.pop("_pp_plan", None)
-        if not self.resumable:
-            yield from self.request_pages(context)
-        else:
-            self.begin_run(context)
-            try:
+        try:
+            if not self.resumable:
                 yield from self.request_pages(context)
-            except BaseException:
-                self._run = None  # the marker of the last checkpoint stays in STATE
-                raise
-            self.end_run(context)
+            else:
+                self.begin_run(context)
+                try:
+                    yield from self.request_pages(context)
+                except BaseException:
+                    self._run = None  # the marker of the last checkpoint stays in STATE
+                    raise
+                self.end_run(context)
+        except BaseException:
+            self.settle_lookaheads(failed=True)
+            raise
+        self.settle_lookaheads()
         self.logger.info(
             "Alation stream '%s': finished after %d pages, %d records read",
             self.name,

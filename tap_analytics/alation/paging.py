@@ -15,6 +15,7 @@ offset, and drops the records of that overlap page up to the recorded last recor
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import typing as t
 from contextlib import closing
@@ -22,6 +23,8 @@ from contextlib import closing
 from singer_sdk.pagination import OffsetPaginator
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
+from tap_analytics.common.drain import Drain
+from tap_analytics.common.handover import Handover
 from tap_analytics.common.prefetch import OrderedPrefetch
 from tap_analytics.common.sessions import ThreadSessions
 from tap_analytics.common.timeutil import normalize
@@ -254,21 +257,33 @@ class PagingMixin:
         finishes the paginator: the pages fetched beyond it are dropped unread. A stream
         with a bookmark fetches its first page alone, so that a run with nothing new
         costs one request; a first sync (no bookmark: there is no such run to protect)
-        fetches ahead from the first page on.
+        fetches ahead from the first page on. Those first requests may have gone out
+        while the stream before this one was read (`start_early`): they are taken over
+        when they are the very requests this sync would send.
         """
         send = self.request_decorator(self._request)
         in_flight = self.max_concurrent_requests
-        if in_flight > 1 and not self._has_bookmark(context):
-            yield from self._fetched_ahead(context, paginator, in_flight)
+        self.__dict__["_next_started"] = False
+        if in_flight <= 1:
+            while not paginator.finished:
+                prepared = self._prepare_request(context=context, page=paginator)
+                yield prepared, send(prepared, context)
             return
-        while not paginator.finished:
-            prepared = self._prepare_request(context=context, page=paginator)
-            yield prepared, send(prepared, context)
-            if in_flight > 1:
-                break
-        if in_flight <= 1 or paginator.finished:
-            return
-        yield from self._fetched_ahead(context, paginator, in_flight)
+        ahead = self._take_early(context, paginator)
+        if self._has_bookmark(context):
+            if ahead is not None:  # the first page, asked alone before this sync
+                yield from self._pages_from(ahead, paginator)
+            else:
+                prepared = self._prepare_request(context=context, page=paginator)
+                response = send(prepared, context)
+                self._start_next_early()
+                yield prepared, response
+            if paginator.finished or self.last_page_count < paginator.page_size:
+                return
+            ahead = None
+        if ahead is None:
+            ahead = self._look_ahead(context, paginator.current_value, in_flight)
+        yield from self._pages_from(ahead, paginator)
 
     def _has_bookmark(self, context: Context | None) -> bool:
         """The stream resumes from a bookmark of an earlier run (not only start_date)."""
@@ -277,12 +292,12 @@ class PagingMixin:
         state = self.get_context_state(context)
         return state.get("replication_key_value") is not None or RESUME_KEY in state
 
-    def _fetched_ahead(self, context: Context | None, paginator: ShortPagePaginator,
-                       in_flight: int
-                       ) -> t.Iterator[tuple[requests.PreparedRequest, requests.Response]]:
-        # Requests are prepared here, in the sync's thread (the prefetcher reads the
-        # offsets as it submits them); the workers only send them.
-        offsets = itertools.count(paginator.current_value, paginator.page_size)
+    def _look_ahead(self, context: Context | None, first: int, in_flight: int, *,
+                    first_only: bool = False) -> _LookAhead:
+        """Pages from offset `first` on (or that page alone), fetched ahead."""
+        # Requests are prepared in the sync's thread (the prefetcher reads the offsets
+        # as it submits them); the workers only send them.
+        offsets = [first] if first_only else itertools.count(first, self.page_size)
         planned = ((offset, self._prepare_request(context=context, page=_At(offset)))
                    for offset in offsets)
         sessions = ThreadSessions(self.requests_session)
@@ -307,19 +322,171 @@ class PagingMixin:
 
         send_ahead = self.request_decorator(request_unless_dropped)
         self.__dict__["_thread_sessions"] = sessions
+
+        def release() -> None:
+            sessions.close()
+            if self.__dict__.get("_thread_sessions") is sessions:
+                del self.__dict__["_thread_sessions"]
+
+        return _LookAhead(prefetch, release, first, first_only)
+
+    def _pages_from(self, ahead: _LookAhead, paginator: ShortPagePaginator
+                    ) -> t.Iterator[tuple[requests.PreparedRequest, requests.Response]]:
+        prefetch = ahead.prefetch
         self.__dict__["_prefetch"] = prefetch
         try:
             while not paginator.finished:
-                offset, prepared, response = next(prefetch)
+                try:
+                    offset, prepared, response = next(prefetch)
+                except StopIteration:  # a first page asked alone, and it was full
+                    return
                 if offset != paginator.current_value:  # cannot happen: same arithmetic
                     raise RuntimeError(f"page at offset {offset} arrived for offset "
                                        f"{paginator.current_value}")
+                self._start_next_early()
                 yield prepared, response
         finally:
-            prefetch.close()
-            sessions.close()
-            self.__dict__.pop("_thread_sessions", None)
             self.__dict__.pop("_prefetch", None)
+            # The page handed out last was short or empty (the paginator is finished, or
+            # request_pages stopped on the empty page): the stream has every page it
+            # needs. The pages asked past its end are dropped and finish in the
+            # background, so the next stream starts now instead of a round trip later
+            # (common/drain.py); a failure still waits for them (settle_lookaheads).
+            if paginator.finished or (
+                    prefetch.delivered and self.last_page_count < paginator.page_size):
+                self.lookahead_drain.add(prefetch, ahead.release)
+            else:  # an error, the caller stopped early, or a full first page alone
+                prefetch.close()
+                ahead.release()
+
+    # -- the next stream's first requests, sent while this one is read ---------------
+    def start_early(self) -> None:
+        """Send this stream's first requests now, before its sync: its first page alone
+        (a stream with a bookmark) or its first `max_concurrent_requests` pages, from
+        the offset its sync will start at. They depend only on the config and this
+        stream's STATE entry; the sync takes them over (`_take_early`) when they are
+        the very requests it would send first."""
+        context = None
+        with self._state_untouched():
+            ahead = self._look_ahead(context, self.first_skip(context),
+                                     self.max_concurrent_requests,
+                                     first_only=self._has_bookmark(context))
+            check = (self._first_url(context, ahead.first), ahead.first_only)
+            ahead.prefetch.start()  # the first requests are prepared (and sent) now
+
+        def close() -> None:
+            ahead.prefetch.close()
+            ahead.release()
+
+        self.handover.offer(self.name, ahead, check, close)
+
+    @contextlib.contextmanager
+    def _state_untouched(self) -> t.Iterator[None]:
+        """Reading this stream's STATE entry before its sync (get_context_state) must
+        not create one: the STATE messages of the streams before it would show it."""
+        state = self.tap_state
+        had = "bookmarks" in state, self.name in state.get("bookmarks", {})
+        try:
+            yield
+        finally:
+            bookmarks = state.get("bookmarks", {})
+            if not had[1] and bookmarks.get(self.name) == {}:
+                del bookmarks[self.name]
+            if not had[0] and bookmarks == {}:
+                state.pop("bookmarks", None)
+
+    def _take_early(self, context: Context | None, paginator: ShortPagePaginator
+                    ) -> _LookAhead | None:
+        handover = self._tap.__dict__.get("_alation_handover")
+        if handover is None or context is not None or not handover.has(self.name):
+            return None
+        check = (self._first_url(context, paginator.current_value),
+                 self._has_bookmark(context))
+        ahead = handover.take(self.name, check)
+        if ahead is None:
+            self.logger.warning("Alation stream '%s': the requests sent ahead of its sync "
+                                "were not the ones it needs; sent again", self.name)
+        return ahead
+
+    def _first_url(self, context: Context | None, offset: int) -> str | None:
+        return self._prepare_request(context=context, page=_At(offset)).url
+
+    def _start_next_early(self) -> None:
+        """Once per sync, when no dropped page of an earlier stream is still in flight:
+        the next Alation list stream in sync order sends its first requests."""
+        if self.__dict__.get("_next_started", True):
+            return
+        if self.lookahead_drain.reap():
+            return  # at most this stream's and one other stream's requests at once
+        self.__dict__["_next_started"] = True
+        following = self._next_stream()
+        if not (isinstance(following, PagingMixin) and following.starts_early
+                and following.max_concurrent_requests > 1 and not following.partitions):
+            return
+        try:
+            following.start_early()
+        except Exception as exc:  # its own sync meets the problem again, in its turn
+            self.logger.debug("Alation stream '%s': not started early (%s)",
+                              following.name, exc)
+
+    #: The stream's first requests may be sent before its sync (start_early).
+    starts_early = True
+
+    def _next_stream(self) -> t.Any:
+        """The next selected stream after this one in the tap's sync order, or None."""
+        after = False
+        for stream in self._tap.streams.values():
+            if stream is self:
+                after = True
+            elif after and stream.selected:
+                return stream
+        return None
+
+    @property
+    def handover(self) -> Handover:
+        """The tap's first requests sent ahead of their streams (one per tap)."""
+        tap = self._tap
+        handover = tap.__dict__.get("_alation_handover")
+        if handover is None:
+            handover = tap.__dict__["_alation_handover"] = Handover()
+        return handover
+
+    @property
+    def lookahead_drain(self) -> Drain:
+        """The tap's look-aheads still finishing their dropped pages (one per tap)."""
+        tap = self._tap
+        drain = tap.__dict__.get("_lookahead_drain")
+        if drain is None:
+            drain = tap.__dict__["_lookahead_drain"] = Drain()
+        return drain
+
+    def settle_lookaheads(self, *, failed: bool = False) -> None:
+        """At the end of this stream's sync: the dropped pages of earlier streams that
+        have come back are cleaned up; after the last Alation stream to sync (or a
+        failure) every one is waited for, and what was sent ahead for a stream that
+        did not take it is closed, so no worker thread outlives the source."""
+        handover = self._tap.__dict__.get("_alation_handover")
+        last = failed or self._last_alation_stream()
+        try:
+            if handover is not None and last:
+                handover.close_all()
+        finally:
+            drain = self._tap.__dict__.get("_lookahead_drain")
+            if drain is not None:
+                if last:
+                    drain.join()
+                else:
+                    drain.reap()
+
+    def _last_alation_stream(self) -> bool:
+        """No selected Alation stream syncs after this one (the tap's stream order)."""
+        after = False
+        for stream in self._tap.streams.values():
+            if stream is self:
+                after = True
+            elif after and isinstance(stream, PagingMixin) and stream.selected:
+                return False
+        return True
 
     @property
     def requests_in_flight(self) -> int:
@@ -331,6 +498,16 @@ class PagingMixin:
 class DroppedPage(Exception):
     """A page request given up because its page will not be used (never retried, never
     raised to the user: the look-ahead drops it)."""
+
+
+class _LookAhead(t.NamedTuple):
+    """A stream's pages fetched ahead: the prefetcher, what closes its sessions, the
+    first offset, and whether it asks that one page only."""
+
+    prefetch: OrderedPrefetch
+    release: t.Callable[[], None]
+    first: int
+    first_only: bool
 
 
 class _At(t.NamedTuple):

@@ -106,29 +106,70 @@ class QueryResultsStream(AlationStream):
         return row
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        ids = list(dict.fromkeys(int(q) for q in self.source_config.get("result_query_ids")
-                                 or []))  # a repeated id is read once
+        ids = self.query_ids()
         read = self.results_read(context)
         known = dict(read)  # what the fetches compare with (read on worker threads)
-        # The requests of the next queries go out while this one's rows are emitted
-        # (up to alation.max_concurrent_requests); rows and errors come in query order.
-        in_flight = max(1, min(self.max_concurrent_requests, len(ids)))
-        sessions = ThreadSessions(self.requests_session)
-        fetched = OrderedPrefetch(lambda q: self._fetch(q, known.get(str(q))), ids,
-                                  in_flight, thread_name=f"tap-analytics-{self.name}")
-        self.__dict__["_thread_sessions"] = sessions
-        self.__dict__["_sync_thread"] = threading.get_ident()
+        handover = self._tap.__dict__.get("_alation_handover")
+        early = handover.take(self.name, (ids, sorted(known.items()))) if (
+            handover is not None and context is None) else None
+        fetched, sessions = early if early is not None else self._results_ahead(ids, known)
+        self.__dict__["_next_started"] = False
         try:
             for item in fetched:
+                self._start_next_early()  # every request of this stream has been sent
                 result_id = yield from self._rows_of(item)
                 if result_id is not None:
                     # Every row of this result went through the sync loop (emitted).
                     read[str(item.query_id)] = result_id
                     self.get_context_state(context)[RESULT_IDS_KEY] = read
+        except BaseException:
+            self.settle_lookaheads(failed=True)
+            raise
         finally:
             fetched.close()
             sessions.close()
             self.__dict__.pop("_thread_sessions", None)
+        self.settle_lookaheads()
+
+    def query_ids(self) -> tuple[int, ...]:
+        """alation.result_query_ids, a repeated id once."""
+        return tuple(dict.fromkeys(int(q) for q in self.source_config.get(
+            "result_query_ids") or []))
+
+    def _results_ahead(self, ids: t.Sequence[int], known: dict[str, int]
+                       ) -> tuple[OrderedPrefetch, ThreadSessions]:
+        # The requests of the next queries go out while this one's rows are emitted
+        # (up to alation.max_concurrent_requests queries at once); rows and errors come
+        # in query order. A query starts as soon as another one is done (one more
+        # waiting result than in flight), not only when the first one is taken.
+        in_flight = max(1, min(self.max_concurrent_requests, len(ids)))
+        sessions = ThreadSessions(self.requests_session)
+        fetched = OrderedPrefetch(lambda q: self._fetch(q, known.get(str(q))), ids,
+                                  in_flight, thread_name=f"tap-analytics-{self.name}",
+                                  max_waiting=in_flight + 1)
+        self.__dict__["_thread_sessions"] = sessions
+        self.__dict__["_sync_thread"] = threading.get_ident()
+        return fetched, sessions
+
+    def start_early(self) -> None:
+        """The first queries' requests, sent before this stream's sync (see
+        PagingMixin.start_early): they depend only on the config and on the result ids
+        in this stream's STATE entry, and are taken over when both are unchanged."""
+        ids = self.query_ids()
+        if not ids:
+            return
+        with self._state_untouched():
+            known = dict(self.results_read(None))
+        fetched, sessions = self._results_ahead(ids, known)
+        fetched.start()
+
+        def close() -> None:
+            fetched.close()
+            sessions.close()
+            self.__dict__.pop("_thread_sessions", None)
+
+        self.handover.offer(self.name, (fetched, sessions), (ids, sorted(known.items())),
+                            close)
 
     def results_read(self, context: Context | None) -> dict[str, int]:
         """{query id (string): result id} of the results already emitted, from STATE.

@@ -12,9 +12,13 @@ arrives (alation/paging.py); nothing in it knows about HTTP.
   (or leaves the `with` block): fetches not started are cancelled, running ones are waited
   for and their results dropped. No worker thread is left running after `close()`. A
   fetch may watch the `closing` event to give up early (e.g. not to retry a request
-  whose result will be dropped).
-- Bounded: at most `max_in_flight` fetches are submitted and not yet handed out; `keys`
-  may be endless (it is read only as far as needed).
+  whose result will be dropped). `close(wait=False)` does the same without waiting: the
+  running fetches finish on their own (their results dropped) and `join()` waits for
+  them later (common/drain.py keeps such look-aheads until then).
+- Bounded: at most `max_in_flight` fetches run at once, and at most `max_waiting`
+  (default: `max_in_flight`) are submitted and not yet handed out, so a fetch may start
+  as soon as another one finishes, before the caller has taken the results in front of
+  it; `keys` may be endless (it is read only as far as needed).
 - `max_in_flight == 1` uses no thread: each `fetch` runs in the caller's thread when its
   result is asked for (exactly a plain sequential loop).
 """
@@ -38,15 +42,24 @@ class OrderedPrefetch(t.Generic[K, R]):
     """Iterate the results of `fetch` over `keys`, in order, fetching ahead (see module)."""
 
     def __init__(self, fetch: t.Callable[[K], R], keys: t.Iterable[K], max_in_flight: int,
-                 *, thread_name: str = "prefetch") -> None:
+                 *, thread_name: str = "prefetch", max_waiting: int | None = None) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or not (
                 1 <= max_in_flight <= MAX_IN_FLIGHT):
             raise ValueError(f"max_in_flight must be an integer from 1 to {MAX_IN_FLIGHT}")
+        if max_waiting is None:
+            max_waiting = max_in_flight
+        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or not (
+                max_in_flight <= max_waiting <= 2 * MAX_IN_FLIGHT):
+            raise ValueError("max_waiting must be an integer from max_in_flight to "
+                             f"{2 * MAX_IN_FLIGHT}")
         self._fetch = fetch
         self._keys = iter(keys)
         self.max_in_flight = max_in_flight
+        self.max_waiting = max_waiting if max_in_flight > 1 else 1
         self._pending: collections.deque[Future[R]] = collections.deque()
         self._executor: ThreadPoolExecutor | None = None
+        #: After close(wait=False): the executor and the fetches still to wait for.
+        self._leftover: tuple[ThreadPoolExecutor | None, list[Future[R]]] | None = None
         self._thread_name = thread_name
         self._keys_done = False
         self._closed = False
@@ -86,10 +99,16 @@ class OrderedPrefetch(t.Generic[K, R]):
         self.delivered += 1
         return result
 
+    def start(self) -> None:
+        """Submit the first fetches now, before the first result is asked for (e.g. a
+        look-ahead started before its reader). Sequential mode fetches nothing ahead."""
+        if not self._closed and self.max_in_flight > 1:
+            self._fill()
+
     @property
     def in_flight(self) -> int:
-        """Fetches submitted and not finished yet (0 when sequential)."""
-        return sum(1 for future in self._pending if not future.done())
+        """Fetches running now (0 when sequential)."""
+        return sum(1 for future in self._pending if future.running())
 
     @property
     def waiting(self) -> int:
@@ -106,7 +125,7 @@ class OrderedPrefetch(t.Generic[K, R]):
             return _END
 
     def _fill(self) -> None:
-        while len(self._pending) < self.max_in_flight:
+        while len(self._pending) < self.max_waiting:
             key = self._next_key()
             if key is _END:
                 return
@@ -116,19 +135,43 @@ class OrderedPrefetch(t.Generic[K, R]):
             self._pending.append(self._executor.submit(self._fetch, t.cast("K", key)))
 
     # -- stopping ------------------------------------------------------------------
-    def close(self) -> None:
-        """Cancel what has not started, wait for what is running, drop every result."""
+    def close(self, *, wait: bool = True) -> None:
+        """Cancel what has not started, wait for what is running, drop every result.
+
+        `wait=False`: return at once; the running fetches finish on their own (they see
+        `closing`) and `join()` waits for them and their threads."""
         self.closing.set()
         self._closed = True
         pending, self._pending = self._pending, collections.deque()
         for future in pending:
             future.cancel()
         executor, self._executor = self._executor, None
+        running = [future for future in pending if not future.cancelled()]
+        if self._leftover is None:
+            self._leftover = (executor, running)
         if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-        for future in pending:
-            if not future.cancelled():
-                future.exception()  # retrieved: a dropped page's error is not reported
+            executor.shutdown(wait=False, cancel_futures=True)
+        if wait:
+            self.join()
+
+    def join(self) -> None:
+        """Wait for the fetches still running after `close(wait=False)` and their
+        threads (at once after `close()`); their results and errors are dropped."""
+        if not self._closed:
+            raise RuntimeError("join() before close()")
+        leftover, self._leftover = self._leftover, (None, [])
+        executor, running = leftover or (None, [])
+        if executor is not None:
+            executor.shutdown(wait=True)
+        for future in running:
+            future.exception()  # retrieved: a dropped page's error is not reported
+
+    @property
+    def finished(self) -> bool:
+        """Closed, and no fetch of it still running."""
+        leftover = self._leftover
+        return self._closed and (leftover is None or all(
+            future.done() for future in leftover[1]))
 
     def __enter__(self) -> OrderedPrefetch[K, R]:
         return self
