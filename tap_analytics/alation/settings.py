@@ -38,8 +38,10 @@ SETTINGS = th.Property(
             th.IntegerType,
             default=4,
             description="Requests in flight at once per stream (1 to 16; 1: one at a time): "
-            "list pages fetched ahead, and the next result queries' requests. Records "
-            "are still emitted strictly in order.",
+            "list pages fetched ahead, and the next result queries' requests. While a "
+            "stream's last pages are read, the next stream's first requests go out: at "
+            "most twice this number at a stream boundary. Records are still emitted "
+            "strictly in order.",
         ),
         th.Property(
             "max_tries",
