@@ -43,6 +43,8 @@ import typing as t
 import uuid
 import zlib
 
+import pyarrow as pa
+
 from tap_analytics.common.errors import TapAnalyticsError
 from tap_analytics.common.timeutil import format_datetime
 from tap_analytics.insights import batchfiles, columnar
@@ -51,7 +53,6 @@ from tap_analytics.insights.download import BUFFER
 from tap_analytics.insights.sftp import SftpDropped, SftpSession
 
 if t.TYPE_CHECKING:
-    import pyarrow as pa
     from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 
 LOGGER = logging.getLogger("tap-analytics.insights")
@@ -71,8 +72,6 @@ def _bounded_memory() -> None:
     RSS of a 400k-row report 260 MB -> 170 MB with the system pool and a fixed threshold
     (benchmarks/README.md). Both are process-wide; the row path does not use pyarrow.
     """
-    import pyarrow as pa
-
     pa.set_memory_pool(pa.system_memory_pool())
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")
@@ -257,7 +256,7 @@ class WindowFiles:
                 return
             except SftpDropped as exc:
                 problem = f"the SFTP connection dropped ({exc})"
-            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
                 problem = f"the gzip file is truncated or corrupt ({exc})"
             if tries >= self.max_tries:
                 raise TapAnalyticsError(
@@ -277,7 +276,11 @@ class WindowFiles:
     def _read(self, path: str, *, skip: int) -> t.Iterator[pa.RecordBatch]:
         stream = self._session().open_stream(path)
         try:
-            gz = gzip.GzipFile(fileobj=io.BufferedReader(stream, BUFFER), mode="rb")
+            # Arrow inflates (C++, no GIL, gzip members and the trailer's CRC checked);
+            # only the SFTP reads below it run Python. A truncated or corrupt stream is
+            # an OSError ("Truncated compressed stream", "zlib inflate failed").
+            gz = pa.CompressedInputStream(
+                pa.PythonFile(io.BufferedReader(stream, BUFFER), mode="r"), "gzip")
             seen = 0
             for batch in self.decoder.raw_batches(gz, path):
                 n = batch.num_rows
