@@ -100,7 +100,8 @@ def convert_times(values: pa.Array) -> pa.Array:
     Values of the common UTC shape (`download._FAST_RE`, on a real calendar day) are
     parsed and printed by Arrow's own timestamp cast (no regex captures, no Python per
     value, the calendar checked by the cast); everything else (epochs, offsets,
-    padding, bad dates) goes through the row path's own function, value by value. An empty value is null, as `to_datetime("")`.
+    padding, bad dates) goes through the row path's own function, value by value. An
+    empty value is null, as `to_datetime("")`.
     """
     fast = pc.fill_null(pc.match_substring_regex(values, _FAST), _FALSE)
     try:
