@@ -297,10 +297,7 @@ class WindowFiles:
     def _read(self, path: str, *, skip: int) -> t.Iterator[pa.RecordBatch]:
         stream = self._session().open_stream(path)
         try:
-            # Arrow inflates (C++, no GIL, gzip members and the trailer's CRC checked);
-            # only the SFTP reads below it run Python. A truncated or corrupt stream is
-            # an OSError ("Truncated compressed stream", "zlib inflate failed").
-            gz = _Inflated(stream)
+            gz = _Inflated(stream)  # truncated/corrupt: OSError, read again below
             seen = 0
             for batch in self.decoder.raw_batches(gz, path):
                 n = batch.num_rows
