@@ -442,23 +442,22 @@ class PagingMixin:
                 return stream
         return None
 
+    def _per_tap(self, name: str, make: t.Callable[[], t.Any]) -> t.Any:
+        """One object per tap, shared by its Alation streams (made on first use)."""
+        objects = self._tap.__dict__
+        if name not in objects:
+            objects[name] = make()
+        return objects[name]
+
     @property
     def handover(self) -> Handover:
         """The tap's first requests sent ahead of their streams (one per tap)."""
-        tap = self._tap
-        handover = tap.__dict__.get("_alation_handover")
-        if handover is None:
-            handover = tap.__dict__["_alation_handover"] = Handover()
-        return handover
+        return self._per_tap("_alation_handover", Handover)
 
     @property
     def lookahead_drain(self) -> Drain:
         """The tap's look-aheads still finishing their dropped pages (one per tap)."""
-        tap = self._tap
-        drain = tap.__dict__.get("_lookahead_drain")
-        if drain is None:
-            drain = tap.__dict__["_lookahead_drain"] = Drain()
-        return drain
+        return self._per_tap("_lookahead_drain", Drain)
 
     def settle_lookaheads(self, *, failed: bool = False) -> None:
         """At the end of this stream's sync: the dropped pages of earlier streams that
