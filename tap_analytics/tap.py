@@ -124,15 +124,15 @@ class TapAnalytics(Tap):
             super()._handle_termination(signum, frame)
         except SystemExit:
             pass
+        message = (f"tap-analytics: error: interrupted by signal {signum}; the last STATE "
+                   "written resumes the sync")
         writer = self.message_writer
         if isinstance(writer, FastSingerWriter):
+            if writer.writing:  # inside a stdout write that the pipe held up: finish it
+                writer.exit_after_write(128 + signum, message)
+                return
             writer.flush()
-        print(
-            f"tap-analytics: error: interrupted by signal {signum}; the last STATE "
-            "written resumes the sync",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(message, file=sys.stderr, flush=True)
         sys.exit(128 + signum)
 
     @classmethod

@@ -327,9 +327,12 @@ class _Sink(io.BytesIO):
     def __init__(self) -> None:
         super().__init__()
         self.chunks: list[bytes] = []
+        self.on_write: t.Callable[[bytes], None] | None = None  # runs inside a write
 
     def write(self, data: t.Any) -> int:
         self.chunks.append(bytes(data))
+        if self.on_write is not None:
+            self.on_write(bytes(data))
         return super().write(data)
 
 
@@ -402,3 +405,30 @@ def test_escape_line_breakers_equals_the_plain_replacements(parts: list[str]) ->
                 .replace("\u2029".encode(), b"\\u2029").replace("\u0085".encode(), b"\\u0085"))
     assert bytes(escape_line_breakers(bytearray(data))) == expected
     assert bytes(escape_line_breakers(data)) == expected
+
+
+def test_a_signal_inside_a_stdout_write_lets_it_finish_then_writes_the_state() -> None:
+    """SIGTERM while stdout's pipe holds a write up: the handler (tap._handle_termination)
+    adds the SDK's last STATE and asks for the exit; the write finishes whole, the STATE
+    follows it, then the exit. Raising SystemExit inside the write cut the line and lost
+    that STATE."""
+    writer = FastSingerWriter()
+    sink, out = sink_stdout()
+    calls = []
+
+    def handler_inside_write(data: bytes) -> None:
+        if not calls:  # the first write is interrupted by the "signal"
+            calls.append(data)
+            writer.write_line(b'{"type":"STATE","value":{"last":true}}\n', final=True)
+            assert writer.writing
+            writer.exit_after_write(143, "interrupted by signal 15")
+
+    sink.on_write = handler_inside_write
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
+        writer.write_line(b'{"type":"RECORD","record":{"id":1}}\n')
+        writer.write_line(b'{"type":"STATE","value":{}}\n', final=True)
+    assert exited.value.code == 143
+    lines = b"".join(sink.chunks).splitlines()
+    assert [json.loads(x)["type"] for x in lines] == ["RECORD", "STATE", "STATE"]
+    assert json.loads(lines[-1])["value"] == {"last": True}
+    assert not writer.writing

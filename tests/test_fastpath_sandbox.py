@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import typing as t
 from pathlib import Path
@@ -139,7 +140,16 @@ def test_sigterm_mid_sync_leaves_whole_lines_ending_with_a_state(
         assert first
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=60)
+        # Read on through the same buffered reader: communicate(timeout=...) reads the
+        # raw pipe and loses what readline() buffered past the first line.
+        watchdog = threading.Timer(60, proc.kill)
+        watchdog.start()
+        try:
+            rest = proc.stdout.read()
+            proc.wait(timeout=60)
+        finally:
+            watchdog.cancel()
+            proc.stdout.close()
     # An interrupted sync is not a success: exit 128 + SIGTERM, as a shell reports it.
     assert proc.returncode == 128 + signal.SIGTERM, proc.returncode
     lines = (first + rest).decode("utf-8").splitlines()

@@ -97,6 +97,7 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
         #: Where an unfinished RECORD line starts in the buffer (see record_buffer)
         self.open_from: int | None = None
         self._writing = False
+        self._exit: tuple[int, str] | None = None
 
     # -- encoding --------------------------------------------------------------------
     def serialize_message(self, message: Message) -> bytes:
@@ -164,6 +165,17 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
             del self._buffer[self.open_from:]
             self.open_from = None
 
+    @property
+    def writing(self) -> bool:
+        """True while `flush` is writing to stdout (a signal handler may run inside it)."""
+        return self._writing
+
+    def exit_after_write(self, code: int, message: str) -> None:
+        """A signal handler ran inside a stdout write: let the write finish (a SystemExit
+        raised in it would cut a line), write what was added meanwhile (the handler's
+        STATE), then print `message` and exit with `code`."""
+        self._exit = (code, message)
+
     def flush(self) -> None:
         """Write every buffered line and flush stdout."""
         self._drop_unfinished_line()
@@ -176,13 +188,19 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
             return
         self._writing = True
         try:
-            sys.stdout.flush()  # anything printed as text goes first
-            data = self._buffer
-            self._buffer = bytearray()
-            target.write(escape_line_breakers(data))
-            target.flush()
+            while self._buffer:  # lines added during the write (a handler's STATE) too
+                sys.stdout.flush()  # anything printed as text goes first
+                data = self._buffer
+                self._buffer = bytearray()
+                target.write(escape_line_breakers(data))
+                target.flush()
         finally:
             self._writing = False
+        if self._exit is not None:
+            code, message = self._exit
+            self._exit = None
+            print(message, file=sys.stderr, flush=True)
+            sys.exit(code)
 
     def pending_bytes(self) -> int:
         return len(self._buffer)
