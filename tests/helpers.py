@@ -75,10 +75,28 @@ def run_cli(
     )
 
 
+def sync_bytes(config: dict, *, catalog: dict | None = None) -> bytes:
+    """A full sync in this process through a binary stdout (as the CLI's: the fast
+    writer's byte path, not run_inprocess's text stdout); stdout as bytes."""
+    from tap_analytics.common.writer import FastSingerWriter
+    from tap_analytics.tap import TapAnalytics
+
+    tap = TapAnalytics(config=config, catalog=catalog, parse_env_config=False,
+                       validate_config=True)
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")
+    with contextlib.redirect_stdout(out):
+        tap.sync_all()
+        if isinstance(tap.message_writer, FastSingerWriter):
+            tap.message_writer.flush()
+        out.flush()
+    return raw.getvalue()
+
+
 def run_inprocess(config: dict, *, state: dict | None = None,
                   catalog: dict | None = None) -> SyncResult:
     """Run a full sync in this process (faster; exceptions propagate)."""
-    from tap_analytics.tap import TapAnalytics  # noqa: PLC0415
+    from tap_analytics.tap import TapAnalytics
 
     tap = TapAnalytics(config=config, state=state, catalog=catalog,
                        parse_env_config=False, validate_config=True)

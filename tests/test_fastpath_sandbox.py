@@ -3,9 +3,7 @@ stream of the sandbox config; on real sandbox data the fast path equals the SDK'
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 import re
 import signal
@@ -17,7 +15,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from helpers import TAP_EXE, run_cli
+from helpers import TAP_EXE, run_cli, sync_bytes
 from jsonschema import Draft7Validator, FormatChecker
 from singer_sdk.io_base import SingerWriter
 
@@ -70,17 +68,7 @@ def test_every_sandbox_stream_emits_schema_valid_records(sandbox: Sandbox) -> No
 
 
 def _sync_bytes(config: dict) -> list[dict]:
-    from tap_analytics.tap import TapAnalytics
-
-    tap = TapAnalytics(config=config, parse_env_config=False, validate_config=True)
-    raw = io.BytesIO()
-    out = io.TextIOWrapper(raw, encoding="utf-8")
-    with contextlib.redirect_stdout(out):
-        tap.sync_all()
-        if isinstance(tap.message_writer, FastSingerWriter):
-            tap.message_writer.flush()
-        out.flush()
-    return [json.loads(line) for line in raw.getvalue().decode("utf-8").splitlines()]
+    return [json.loads(line) for line in sync_bytes(config).decode("utf-8").splitlines()]
 
 
 def test_fast_path_equals_sdk_path_on_alation_sandbox_data(

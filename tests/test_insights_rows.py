@@ -8,9 +8,7 @@ deselected properties, and across a dropped SFTP connection and a truncated gzip
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 import logging
 import re
@@ -18,11 +16,12 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from helpers import sync_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 from singer_sdk.io_base import SingerWriter
 
-from tap_analytics.common.fastpath import FastRecordsMixin, FastSingerWriter
+from tap_analytics.common.fastpath import FastRecordsMixin
 from tap_analytics.insights import rows as row_path
 from tap_analytics.insights.download import to_datetime
 from tap_analytics.insights.streams import InsightsReportStream
@@ -59,22 +58,6 @@ def _catalog(config: dict, deselect: t.Sequence[str] = ()) -> dict:
     return catalog
 
 
-def _sync(config: dict, catalog: dict | None = None) -> bytes:
-    """A full sync in this process, stdout as bytes (a binary stdout, as the CLI's)."""
-    from tap_analytics.tap import TapAnalytics
-
-    tap = TapAnalytics(config=config, catalog=catalog, parse_env_config=False,
-                       validate_config=True)
-    raw = io.BytesIO()
-    out = io.TextIOWrapper(raw, encoding="utf-8")
-    with contextlib.redirect_stdout(out):
-        tap.sync_all()
-        if isinstance(tap.message_writer, FastSingerWriter):
-            tap.message_writer.flush()
-        out.flush()
-    return raw.getvalue()
-
-
 def _comparable(data: bytes) -> bytes:
     """The output without what depends on the clock: `time_extracted`, the signpost, and
     the report file names (the sandbox names them after the query id and the time): each
@@ -97,11 +80,11 @@ def _row_path_and_per_record(config: dict, monkeypatch: pytest.MonkeyPatch,
 
     with monkeypatch.context() as patch:
         patch.setattr(row_path, "sync_windows", counting)
-        fast = _sync(config, catalog)
+        fast = sync_bytes(config, catalog=catalog)
     assert calls == [APP]  # the row path ran
     with monkeypatch.context() as patch:
         patch.setattr(row_path, "window_loop_applies", lambda *a, **k: False)
-        slow = _sync(config, catalog)
+        slow = sync_bytes(config, catalog=catalog)
     return fast, slow, len(calls)
 
 
@@ -138,10 +121,10 @@ def test_row_path_equals_the_stock_sdk_records_and_states(
     from tap_analytics.tap import TapAnalytics
 
     config = _config(small_files, days=3)
-    fast = [json.loads(line) for line in _sync(config).splitlines()]
+    fast = [json.loads(line) for line in sync_bytes(config).splitlines()]
     monkeypatch.setattr(FastRecordsMixin, "fast_path_enabled", False)
     monkeypatch.setattr(TapAnalytics, "message_writer_class", SingerWriter)
-    stock = [json.loads(line) for line in _sync(config).splitlines()]
+    stock = [json.loads(line) for line in sync_bytes(config).splitlines()]
     for messages in (fast, stock):
         names: dict[str, str] = {}
         for message in messages:
@@ -182,7 +165,7 @@ def test_a_dropped_connection_or_truncated_gzip_is_read_again_by_the_row_path(
                 service.drop_once = True
             else:
                 service.truncate = "once"
-        data = _sync(_config(sandbox, days=1))
+        data = sync_bytes(_config(sandbox, days=1))
         assert (service.drops + service.truncations) == int(with_fault)
         return data
 
@@ -245,7 +228,7 @@ def test_the_record_counter_counts_every_row(small_files: Sandbox,
                                              caplog: pytest.LogCaptureFixture) -> None:
     config = _config(small_files, days=2)
     with caplog.at_level(logging.INFO, logger="singer_sdk.metrics"):
-        out = _sync(config, _catalog(config))
+        out = sync_bytes(config, catalog=_catalog(config))
     rows = sum(line.startswith(b'{"type":"RECORD"') for line in out.splitlines())
     counts = [json.loads(r.getMessage().split("METRIC: ", 1)[1]) for r in caplog.records
               if "METRIC: " in r.getMessage() and '"record_count"' in r.getMessage()]
@@ -262,7 +245,7 @@ def test_batch_mode_does_not_take_the_row_path(small_files: Sandbox, tmp_path: P
     config = _config(small_files, days=2)
     config["batch_config"] = {"encoding": {"format": "jsonl", "compression": "gzip"},
                               "storage": {"root": tmp_path.as_uri(), "prefix": "b-"}}
-    out = _sync(config, _catalog(config))
+    out = sync_bytes(config, catalog=_catalog(config))
     kinds = [json.loads(line)["type"] for line in out.splitlines()]
     assert "BATCH" in kinds and "RECORD" not in kinds
     assert list(tmp_path.glob("b-*"))

@@ -27,6 +27,11 @@ _BOOL = object()
 Conformer = t.Callable[[dict, list], dict]
 
 
+
+def _replaced(record: dict, changed: dict, skip: frozenset = frozenset()) -> dict:
+    """A copy of `record` with the `changed` values, without the `skip` keys (in order)."""
+    return {key: changed.get(key, value) for key, value in record.items() if key not in skip}
+
 def _sdk_typing() -> t.Any:
     # Checked against singer-sdk 0.54.9: the schema predicates and the primitive
     # conformer live in the private module `singer_sdk.helpers._typing`. Using the SDK's
@@ -92,13 +97,7 @@ def compile_conformer(
         if changed is None and dropped is None:
             # The SDK would build an equal copy; the record is serialised right away.
             return record
-        changed = changed or {}
-        skip = frozenset(dropped or ())
-        return {
-            key: changed[key] if key in changed else value
-            for key, value in record.items()
-            if key not in skip
-        }
+        return _replaced(record, changed or {}, frozenset(dropped or ()))
 
     known = frozenset(properties)
     #: plain properties keep these unchanged (the SDK's primitive conform returns dicts and
@@ -146,8 +145,7 @@ def compile_conformer(
                 changed[key] = new
         if changed is None:
             return record  # the SDK would build an equal copy; it is serialised at once
-        return {key: changed.get(key, value) if key in changed else value
-                for key, value in record.items()}
+        return _replaced(record, changed)
 
     def page_ok(rows: list[dict], json_values: bool = False) -> bool:
         """True when `conform(row)` is `row` (nothing changed, nothing unmapped) for every
