@@ -125,28 +125,20 @@ def encode(batch: pa.RecordBatch, batch_config: BatchConfig, *,
 
 
 class BatchFile:
-    """One batch file in the storage target; `write()` batches, then `commit()` -> URL."""
+    """One batch file in the storage target; `put()` what `encode()` made of each batch,
+    in order, then `commit()` -> URL."""
 
-    def __init__(self, batch_config: BatchConfig, filename: str, schema: pa.Schema, *,
-                 constant: t.Collection[str] = (), plain: t.Collection[str] = ()) -> None:
-        self.batch_config = batch_config
+    def __init__(self, batch_config: BatchConfig, filename: str, schema: pa.Schema) -> None:
         self.storage = batch_config.storage
         self.format = batch_config.encoding.format
         self.gzip = batch_config.encoding.compression == "gzip"
         self.filename = filename
-        self.constant = constant
-        self.plain = plain
         self._stack = contextlib.ExitStack()
         self._file = self._stack.enter_context(self.storage.open(filename, "wb"))
         self._parquet = pq.ParquetWriter(
             self._file, schema, compression="gzip" if self.gzip else "snappy"
         ) if self.format == "parquet" else None
         self.rows = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        """Encode and write one batch (`put(encode(batch))` on this thread)."""
-        self.put(encode(batch, self.batch_config, constant=self.constant, plain=self.plain),
-                 batch.num_rows)
 
     def put(self, encoded: t.Any, rows: int) -> None:
         """Write what `encode()` made of the file's next batch (in file order)."""

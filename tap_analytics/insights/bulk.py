@@ -32,7 +32,6 @@ import concurrent.futures as cf
 import contextlib
 import ctypes
 import datetime as dt
-import gzip
 import io
 import logging
 import os
@@ -41,7 +40,6 @@ import threading
 import time
 import typing as t
 import uuid
-import zlib
 
 import pyarrow as pa
 
@@ -190,8 +188,7 @@ class WindowFiles:
                         if isinstance(item, _Failed):
                             raise item.error
                         if out is None:
-                            out = batchfiles.BatchFile(self.batch_config, name, self.schema,
-                                                   constant=self.constant, plain=self.plain)
+                            out = batchfiles.BatchFile(self.batch_config, name, self.schema)
                         pending.append(self._encoders.submit(
                             self._encode, item, path, rows, first_row + rows,
                             window_start, window_end))
@@ -277,7 +274,7 @@ class WindowFiles:
                 return
             except SftpDropped as exc:
                 problem = f"the SFTP connection dropped ({exc})"
-            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+            except (EOFError, OSError) as exc:  # Arrow's inflate: OSError
                 problem = f"the gzip file is truncated or corrupt ({exc})"
             if tries >= self.max_tries:
                 raise TapAnalyticsError(
