@@ -68,7 +68,7 @@ def compile_conformer(
     specs_get = specs.get
 
     def generic(record: dict, unmapped: list) -> dict:
-        changed: dict | None = None
+        changed: dict = {}
         dropped: list | None = None
         for key, value in record.items():
             spec = specs_get(key, missing)
@@ -91,13 +91,11 @@ def compile_conformer(
             else:
                 new = spec(value, unmapped)
             if new is not value:
-                if changed is None:
-                    changed = {}
                 changed[key] = new
-        if changed is None and dropped is None:
+        if not changed and dropped is None:
             # The SDK would build an equal copy; the record is serialised right away.
             return record
-        return _replaced(record, changed or {}, frozenset(dropped or ()))
+        return _replaced(record, changed, frozenset(dropped or ()))
 
     known = frozenset(properties)
     #: plain properties keep these unchanged (the SDK's primitive conform returns dicts and
@@ -115,7 +113,7 @@ def compile_conformer(
         # only the few special properties (booleans, nested objects, lists) need a look.
         if not (issuperset_known(record) and issuperset_allowed(map(type, record.values()))):
             return generic(record, unmapped)
-        changed: dict | None = None
+        changed: dict = {}
         for key, spec, sub, items in special:
             value = record.get(key)
             if value is None:
@@ -140,10 +138,8 @@ def compile_conformer(
             else:
                 new = spec(value, unmapped)
             if new is not value:
-                if changed is None:
-                    changed = {}
                 changed[key] = new
-        if changed is None:
+        if not changed:
             return record  # the SDK would build an equal copy; it is serialised at once
         return _replaced(record, changed)
 
