@@ -289,6 +289,15 @@ class Postgres:
         return psycopg.connect(host=self.host, port=self.port, user=self.user,
                                dbname=self.database, autocommit=True)
 
+    def row_counts(self, schema: str) -> dict[str, int]:
+        """Rows per table of `schema`."""
+        with self.connect() as con:
+            tables = [r[0] for r in con.execute(
+                "select table_name from information_schema.tables where table_schema = %s",
+                [schema]).fetchall()]
+            return {name: con.execute(f'select count(*) from {schema}."{name}"').fetchone()[0]
+                    for name in tables}
+
     def target_env(self) -> dict[str, str]:
         """meltanolabs-target-postgres's settings for this server, as Meltano env vars."""
         return {

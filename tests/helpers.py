@@ -75,6 +75,15 @@ def run_cli(
     )
 
 
+def check_setting_flags(name: str, setting: dict, prop: dict) -> None:
+    """A Meltano setting declared as its --about property: sensitive exactly when the
+    property is a secret (not kind password), and described."""
+    secret = bool(prop.get("secret") or prop.get("writeOnly"))
+    assert bool(setting.get("sensitive")) == secret, f"{name}: sensitive should be {secret}"
+    assert setting.get("kind") != "password", f"{name}: use sensitive, not kind password"
+    assert setting.get("description"), f"{name}: no description"
+
+
 def sync_bytes(config: dict, *, catalog: dict | None = None) -> bytes:
     """A full sync in this process through a binary stdout (as the CLI's: the fast
     writer's byte path, not run_inprocess's text stdout); stdout as bytes."""

@@ -36,15 +36,6 @@ def postgres() -> t.Iterator[Postgres]:
     yield from start_postgres()
 
 
-def _counts(pg: Postgres, schema: str) -> dict[str, int]:
-    with pg.connect() as con:
-        tables = [r[0] for r in con.execute(
-            "select table_name from information_schema.tables where table_schema = %s",
-            [schema]).fetchall()]
-        return {name: con.execute(f'select count(*) from {schema}."{name}"').fetchone()[0]
-                for name in tables}
-
-
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z) ", re.M)
 
 
@@ -104,7 +95,7 @@ def test_family_jobs_side_by_side_load_what_one_run_loads(
     for family, (start, end) in spans.items():
         assert any(s < end and start < e for f, (s, e) in spans.items() if f != family), spans
 
-    assert _counts(postgres, SPLIT) == _counts(postgres, COMBINED)
+    assert postgres.row_counts(SPLIT) == postgres.row_counts(COMBINED)
     assert _keys(postgres, SPLIT, expected) == _keys(postgres, COMBINED, expected)
     with postgres.connect() as con:
         check_warehouse(lambda sql, params=(): con.execute(sql, list(params)).fetchall(),

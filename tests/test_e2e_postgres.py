@@ -30,15 +30,6 @@ def postgres() -> t.Iterator[Postgres]:
     yield from start_postgres()
 
 
-def _counts(pg: Postgres) -> dict[str, int]:
-    with pg.connect() as con:
-        tables = [r[0] for r in con.execute(
-            "select table_name from information_schema.tables where table_schema = %s",
-            [SCHEMA]).fetchall()]
-        return {name: con.execute(f'select count(*) from {SCHEMA}."{name}"').fetchone()[0]
-                for name in tables}
-
-
 def test_meltano_into_postgres_then_nothing_new(
     meltano_project: MeltanoProject, expected: Expected, postgres: Postgres,
     fresh_sandbox: t.Callable, tmp_path: Path,
@@ -57,7 +48,7 @@ def test_meltano_into_postgres_then_nothing_new(
     with postgres.connect() as con:
         check_warehouse(lambda sql, params=(): con.execute(sql, list(params)).fetchall(),
                         "%s", SCHEMA, expected)
-    after_first = _counts(postgres)
+    after_first = postgres.row_counts(SCHEMA)
     for stream, count in expected.alation_counts.items():
         assert after_first[stream] == count, f"{stream}: warehouse differs from the sandbox"
 
@@ -67,7 +58,7 @@ def test_meltano_into_postgres_then_nothing_new(
 
     second = meltano_project.run(*run, database=system_db, env=env)
     assert second.returncode == 0, second.tail()
-    assert _counts(postgres) == after_first, "the second run changed the row counts"
+    assert postgres.row_counts(SCHEMA) == after_first, "the second run changed the row counts"
     emitted = second.record_counts()
     assert set(expected.streams) <= set(emitted), "no record_count metric for some stream"
     for stream, props in expected.bookmark_properties.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, TAP_EXE
+from helpers import ROOT, TAP_EXE, check_setting_flags
 
 from tap_analytics.sandbox import SERVICES, Sandbox
 
@@ -75,10 +75,7 @@ def test_meltano_settings_match_the_tap(about: dict, project: dict) -> None:
     assert sorted(declared) == sorted(expected), "meltano.yml settings drifted from --about"
     for name, prop in expected.items():
         setting = declared[name]
-        secret = bool(prop.get("secret") or prop.get("writeOnly"))
-        assert bool(setting.get("sensitive")) == secret, f"{name}: sensitive should be {secret}"
-        assert setting.get("kind") != "password", f"{name}: use sensitive, not kind password"
-        assert setting.get("description"), f"{name}: no description"
+        check_setting_flags(name, setting, prop)
         assert "value" not in setting, f"{name}: a default in meltano.yml would make the " \
             "source block present (the tap has its own defaults)"
         types = prop.get("type") if isinstance(prop.get("type"), list) else [prop.get("type")]
