@@ -13,10 +13,10 @@ values are those of the RECORD messages (strings, `null`, the integer `row_numbe
 from __future__ import annotations
 
 import contextlib
-import json
 import typing as t
 import zlib
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -54,7 +54,7 @@ def _escaped(values: pa.Array, *, plain: bool = False) -> tuple[pa.Array, bool]:
         if not pc.all(pc.ascii_is_printable(values)).as_py() and pc.any(
                 pc.match_substring_regex(values, _CONTROL)).as_py():
             # Control characters need \uXXXX escapes: rare, done value by value.
-            return pa.array(["null" if v is None else json.dumps(v, ensure_ascii=False)
+            return pa.array(["null" if v is None else _json(v)
                              for v in values.to_pylist()], pa.string()), True
         data = values.buffers()[2]  # a look at the bytes first: memchr, not a kernel
         data = data.to_pybytes() if data is not None else b""
@@ -64,12 +64,20 @@ def _escaped(values: pa.Array, *, plain: bool = False) -> tuple[pa.Array, bool]:
     return values, False
 
 
+def _json(value: t.Any) -> str:
+    """`value` as JSON text, byte for byte as the RECORD path's msgspec encoder writes it
+    (non-ASCII as is; a lone surrogate raises UnicodeEncodeError)."""
+    return msgspec.json.encode(value).decode()
+
+
 def json_lines(batch: pa.RecordBatch, *, constant: t.Collection[str] = (),
-               plain: t.Collection[str] = ()) -> pa.Buffer:
+               plain: t.Collection[str] = (), head: str = "", tail: str = "\n") -> pa.Buffer:
     """The batch as JSON Lines (one object per row, keys in column order), as bytes.
 
     `constant`: columns with one value in the whole batch (written once, as text);
-    `plain`: string columns whose values need no escaping.
+    `plain`: string columns whose values need no escaping; `head` / `tail`: text before
+    and after each object (`tail` ends the line): the RECORD envelope for RECORD lines.
+    Every value is written as msgspec writes it (the RECORD path's bytes).
 
     One string join per batch: the text between the values (keys, and the quotes of
     string columns without nulls) is a constant piece, each value column one piece.
@@ -78,12 +86,12 @@ def json_lines(batch: pa.RecordBatch, *, constant: t.Collection[str] = (),
     if batch.num_rows == 0:
         return pa.py_buffer(b"")
     pieces: list[t.Any] = []
-    text = ""
+    text = head
     for i, field in enumerate(batch.schema):
-        text += ("{" if i == 0 else ",") + json.dumps(field.name) + ":"
+        text += ("{" if i == 0 else ",") + _json(field.name) + ":"
         column = batch.column(i)
         if field.name in constant:
-            text += json.dumps(column[0].as_py())
+            text += _json(column[0].as_py())
             continue
         if pa.types.is_integer(field.type):
             pieces += [_text(text), pc.fill_null(pc.cast(column, pa.string()), _JSON_NULL)]
@@ -100,9 +108,10 @@ def json_lines(batch: pa.RecordBatch, *, constant: t.Collection[str] = (),
         else:  # the common case: the quotes go into the pieces around the value
             pieces += [_text(text + '"'), values]
             text = '"'
-    if not pieces:  # no value columns at all (or no rows)
-        return pa.py_buffer((text + "}\n").encode() * batch.num_rows)
-    lines = pc.binary_join_element_wise(*pieces, _text(text + "}\n"), _NOTHING)
+    text += "}" + tail
+    if not pieces:  # no value columns at all
+        return pa.py_buffer(text.encode() * batch.num_rows)
+    lines = pc.binary_join_element_wise(*pieces, _text(text), _NOTHING)
     _, offsets, data = lines.buffers()
     offsets = pa.Array.from_buffers(
         pa.int64() if pa.types.is_large_string(lines.type) else pa.int32(),

@@ -5,8 +5,9 @@ of building a dict per row. What comes out must equal what the row path
 (`download.WindowReader`) emits, value for value:
 
 - the columns of the report under their record names (`reports.column_name`), in the
-  report's column order, every value the string the file holds (no type guessing, empty
-  strings stay empty strings);
+  file's column order (the RECORD lines' key order; `complete` puts them in the order
+  of the schema it is given), every value the string the file holds (no type guessing,
+  empty strings stay empty strings);
 - time fields (`reports.TIME_FIELDS`) in the tap's RFC 3339 form: the common UTC shape is
   rebuilt with Arrow compute kernels, anything else goes through `download.to_datetime`
   (the row path's own function) value by value; an empty time value is null;
@@ -19,6 +20,7 @@ file-like object (the SFTP stream through gunzip); never whole.
 
 from __future__ import annotations
 
+import logging
 import typing as t
 
 import pyarrow as pa
@@ -29,6 +31,8 @@ from tap_analytics.common.errors import TapAnalyticsError, one_line
 from tap_analytics.common.timeutil import valid_date
 from tap_analytics.insights import reports
 from tap_analytics.insights.download import to_datetime
+
+LOGGER = logging.getLogger("tap-analytics.insights")
 
 #: Decompressed CSV bytes per Arrow block (one record batch each, roughly). 256 KiB:
 #: peak RSS of a 1M-row .jsonl.gz run 152 MB -> 140 MB against 512 KiB (129 -> 125 MB at
@@ -143,8 +147,9 @@ class ReportDecoder:
                  block_size: int = BLOCK_SIZE) -> None:
         self.stream_name = stream_name
         self.columns = columns
-        self.names = [reports.column_name(c) for c in columns]
-        self.times = [c in reports.TIME_FIELDS for c in columns]
+        #: record names of the time fields
+        self.times = frozenset(reports.column_name(c) for c in columns
+                               if c in reports.TIME_FIELDS)
         self.block_size = block_size
 
     def batches(self, fileobj: t.Any, path: str) -> t.Iterator[pa.RecordBatch]:
@@ -156,7 +161,8 @@ class ReportDecoder:
             rows += raw.num_rows
 
     def raw_batches(self, fileobj: t.Any, path: str) -> t.Iterator[pa.RecordBatch]:
-        """The CSV rows of one file as parsed (binary columns in report column order).
+        """The CSV rows of one file as parsed: binary columns in the file's column order
+        (the RECORD path's key order), named by their record names.
 
         `fileobj` is the decompressed CSV (binary, file-like). Errors of the file itself
         (header, width) are one TapAnalyticsError; errors of the transport (SftpDropped,
@@ -172,11 +178,14 @@ class ReportDecoder:
             )
         except pa.ArrowInvalid as exc:
             if "Empty CSV file" in str(exc):
-                return  # no header at all: the row path logs it and emits nothing
+                LOGGER.warning("%s: report file %s is empty (no header)", self.stream_name,
+                               path)
+                return  # as the row path: nothing to emit
             raise self._csv_error(path, exc) from None
         try:
-            reports.check_header(self.stream_name, path, reader.schema.names, self.columns)
-            order = [reader.schema.names.index(c) for c in self.columns]
+            header = reader.schema.names
+            reports.check_header(self.stream_name, path, header, self.columns)
+            names = [reports.column_name(c) for c in header]
             while True:
                 try:
                     batch = reader.read_next_batch()
@@ -185,8 +194,7 @@ class ReportDecoder:
                 except pa.ArrowInvalid as exc:
                     raise self._csv_error(path, exc) from None
                 if batch.num_rows:
-                    yield pa.RecordBatch.from_arrays([batch.column(i) for i in order],
-                                                     names=self.names)
+                    yield pa.RecordBatch.from_arrays(batch.columns, names=names)
         finally:  # stop Arrow's read-ahead of `fileobj` before its owner closes it
             reader.close()
 
@@ -195,9 +203,9 @@ class ReportDecoder:
         `rows_before`: rows of the file before this batch (for the error's row number).
         Thread-safe: the BATCH path converts a file's batches on several threads."""
         arrays = []
-        for name, is_time, column in zip(self.names, self.times, raw.columns):
+        for name, column in zip(raw.schema.names, raw.columns):
             text = _as_text(column)
-            if is_time:
+            if name in self.times:
                 try:
                     text = convert_times(text)
                 except BadValue as exc:
@@ -206,7 +214,7 @@ class ReportDecoder:
                         f"{rows_before + exc.index + 1}: {name} "
                         f"{exc.value[:40]!r} is not a date-time") from None
             arrays.append(text)
-        return pa.RecordBatch.from_arrays(arrays, names=self.names)
+        return pa.RecordBatch.from_arrays(arrays, names=raw.schema.names)
 
     def _csv_error(self, path: str, exc: Exception) -> TapAnalyticsError:
         return TapAnalyticsError(self.stream_name, f"report file {path}: unreadable CSV "
@@ -219,12 +227,15 @@ def _constant(value: str, n: int) -> pa.Array:
 
 def complete(batch: pa.RecordBatch, *, window_start: str, window_end: str, first_row: int,
              source_file: str, schema: pa.Schema) -> pa.RecordBatch:
-    """A decoded batch plus the fixed columns; `first_row` rows of the window came before."""
+    """A decoded batch plus the fixed columns, as `schema` (its columns, in its order: the
+    fixed ones and those of `batch`, by name); `first_row` rows of the window came
+    before."""
     n = batch.num_rows
-    numbers = pc.add(pc.cumulative_sum(pa.repeat(_ONE, n)),
-                     pa.scalar(first_row, pa.int64()))
+    fixed = {"window_start": lambda: _constant(window_start, n),
+             "window_end": lambda: _constant(window_end, n),
+             "row_number": lambda: pc.add(pc.cumulative_sum(pa.repeat(_ONE, n)),
+                                          pa.scalar(first_row, pa.int64())),
+             "source_file": lambda: _constant(source_file, n)}
     return pa.RecordBatch.from_arrays(
-        [_constant(window_start, n), _constant(window_end, n), numbers,
-         _constant(source_file, n), *batch.columns],
-        schema=schema,
-    )
+        [fixed[name]() if name in fixed else batch.column(name) for name in schema.names],
+        schema=schema)
