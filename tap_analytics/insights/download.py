@@ -98,13 +98,17 @@ class WindowReader:
             for h in header
         ]
 
-    def chunks(self, paths: list[str], *, size: int = CHUNK_ROWS) -> t.Iterator[RowChunk]:
+    def chunks(self, paths: list[str], *, size: int = CHUNK_ROWS, rows_before: int = 0,
+               skip: int = 0) -> t.Iterator[RowChunk]:
         """Every row of the window's files as lists of CSV values, in file order, each
         exactly once, up to `size` rows at a time (a dropped connection or a broken gzip:
-        the file is read again and the rows already handed over are skipped)."""
-        row_number = 0
-        for path in paths:
-            emitted = 0  # rows of this file already handed over
+        the file is read again and the rows already handed over are skipped).
+
+        `rows_before`: rows of the window before `paths[0]`; `skip`: rows of `paths[0]`
+        already emitted (the Arrow row path hands a file over part way)."""
+        row_number = rows_before
+        for index, path in enumerate(paths):
+            emitted = skip if index == 0 else 0  # rows of this file already handed over
             tries = 0
             while True:
                 tries += 1

@@ -156,6 +156,10 @@ def _one_by_one(values: t.Sequence[str]) -> list[str | None]:
     return out
 
 
+#: Windows go through the Arrow row path (`arrowrows.py`) where pyarrow is installed;
+#: False: always the csv module's path below (the tests compare both).
+arrow_rows_enabled = True
+
 # --------------------------------------------------------------------------------------
 # When the row path runs
 # --------------------------------------------------------------------------------------
@@ -218,6 +222,7 @@ def sync_windows(stream: t.Any) -> t.Iterator[dict]:
                 emitter.write_records([record])  # (none: the windows' rows are written)
         finally:
             stream.__dict__.pop("window_emitter", None)
+            emitter.close()
         stream._finalize_state(stream.get_context_state(None))
     stream._finalize_state(stream.stream_state)
     stream._write_state_message()
@@ -245,16 +250,45 @@ class WindowEmitter:
             pop_deselected_record_properties(sample, stream.schema, fast.mask)
             self.selected = frozenset(sample)
         self._classes: dict[tuple[str, ...], type] = {}
+        #: The Arrow row path (`arrowrows.ArrowWindows`): False where pyarrow is not
+        #: installed, None until the first window.
+        self._arrow: t.Any = None if arrow_rows_enabled else False
 
     def emit_window(self, reader: WindowReader, paths: list[str], start: dt.datetime,
                     end: dt.datetime) -> int:
         """Write every row of one window; the number of rows."""
         head = (format_datetime(start), format_datetime(end))
+        arrow = self._arrow_windows(reader)
+        if arrow:
+            return arrow.emit_window(reader, paths, head)  # type: ignore[no-any-return]
+        return self.emit_chunks(reader.chunks(paths), head)
+
+    def emit_chunks(self, chunks: t.Iterable[RowChunk], head: tuple[str, str]) -> int:
+        """Write the rows of `chunks` (of one window); the number of rows."""
         count = 0
-        for chunk in reader.chunks(paths):
+        for chunk in chunks:
             self._emit_chunk(chunk, head)
             count += len(chunk.rows)
         return count
+
+    def _arrow_windows(self, reader: WindowReader) -> t.Any:
+        if self._arrow is None:
+            try:
+                from tap_analytics.insights.arrowrows import ArrowWindows
+            except ImportError:  # no pyarrow: the csv module's path
+                self._arrow = False
+            else:
+                self._arrow = ArrowWindows(
+                    self, reader.columns, {"sftp": reader.sftp_config,
+                                           "request_timeout_seconds": reader.timeout},
+                    max_tries=reader.max_tries)
+        return self._arrow
+
+    def close(self) -> None:
+        """Stop the Arrow path's threads and SFTP connections (if it ran)."""
+        if self._arrow:
+            self._arrow.close()
+        self._arrow = None if arrow_rows_enabled else False
 
     def _struct(self, names: tuple[str, ...]) -> type:
         cls = self._classes.get(names)
@@ -310,12 +344,17 @@ class WindowEmitter:
             end = min(count, start + self.frequency - self.index % self.frequency)
             self._append(structs[start:end] if (start, end) != (0, count) else structs,
                          names)
-            self.stream.state_manager.is_flushed = False
-            self.index += end - start
-            self.counter.increment(end - start)
-            if self.index % self.frequency == 0:
-                self.stream._write_state_message()
+            self.advance(end - start)
             start = end
+
+    def advance(self, count: int) -> None:
+        """`count` more RECORD lines are in the writer's buffer (none past a STATE that
+        falls due): count them, and write the STATE when it is due."""
+        self.stream.state_manager.is_flushed = False
+        self.index += count
+        self.counter.increment(count)
+        if self.index % self.frequency == 0:
+            self.stream._write_state_message()
 
     def _append(self, structs: list, names: list[str]) -> None:
         fast = self.fast
