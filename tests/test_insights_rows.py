@@ -1,5 +1,8 @@
 """The Insights row path (insights/rows.py) writes what the SDK's per-record loop writes.
 
+Both row paths: Arrow's (insights/arrowrows.py, where pyarrow is installed) and the csv
+module's (`row_kind`).
+
 Byte for byte: the same RECORD lines (but `time_extracted`, a clock reading) and the same
 STATE lines in the same places, on a multi-window, multi-file report with empty values
 and both timestamp styles of the sandbox ("...T...sssZ" and "YYYY-MM-DD HH:MM:SS"), with
@@ -88,6 +91,26 @@ def _row_path_and_per_record(config: dict, monkeypatch: pytest.MonkeyPatch,
     return fast, slow, len(calls)
 
 
+@pytest.fixture(params=["arrow", "csv"])
+def row_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test below runs with both row paths: Arrow's (pyarrow installed, checked to
+    run) and the csv module's."""
+    from tap_analytics.insights import arrowrows
+
+    arrow = request.param == "arrow"
+    monkeypatch.setattr(row_path, "arrow_rows_enabled", arrow)
+    real = arrowrows.ArrowWindows.emit_window
+    used: list[int] = []
+
+    def counting(self: t.Any, *args: t.Any) -> int:
+        used.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(arrowrows.ArrowWindows, "emit_window", counting)
+    yield request.param
+    assert bool(used) == arrow, "the Arrow row path ran" if used else "it did not run"
+
+
 @pytest.fixture
 def small_files(fresh_sandbox: t.Callable[..., Sandbox]) -> Sandbox:
     sandbox = fresh_sandbox(services=["insights"])
@@ -96,7 +119,7 @@ def small_files(fresh_sandbox: t.Callable[..., Sandbox]) -> Sandbox:
 
 
 def test_row_path_output_equals_the_per_record_loop_byte_for_byte(
-        small_files: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        small_files: Sandbox, monkeypatch: pytest.MonkeyPatch, row_kind: str) -> None:
     # the SDK's loop asks for a STATE every 50 records too (its StateWriter drops the
     # unchanged ones): the same calls, the same lines
     monkeypatch.setattr(InsightsReportStream, "STATE_MSG_FREQUENCY", 50)
@@ -117,7 +140,7 @@ def test_row_path_output_equals_the_per_record_loop_byte_for_byte(
 
 
 def test_row_path_equals_the_stock_sdk_records_and_states(
-        small_files: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        small_files: Sandbox, monkeypatch: pytest.MonkeyPatch, row_kind: str) -> None:
     from tap_analytics.tap import TapAnalytics
 
     config = _config(small_files, days=3)
@@ -140,7 +163,7 @@ def test_row_path_equals_the_stock_sdk_records_and_states(
 
 
 def test_deselected_properties_are_left_out_as_the_sdk_does(
-        small_files: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        small_files: Sandbox, monkeypatch: pytest.MonkeyPatch, row_kind: str) -> None:
     config = _config(small_files, days=2)
     catalog = _catalog(config, deselect=("exit_reason", "source_file", "start_time"))
     fast, slow, _ = _row_path_and_per_record(config, monkeypatch, catalog)
@@ -154,7 +177,7 @@ def test_deselected_properties_are_left_out_as_the_sdk_does(
 @pytest.mark.parametrize("fault", ["drop_once", "truncate"])
 def test_a_dropped_connection_or_truncated_gzip_is_read_again_by_the_row_path(
         fresh_sandbox: t.Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch,
-        fault: str) -> None:
+        fault: str, row_kind: str) -> None:
     def run(with_fault: bool) -> bytes:
         sandbox = fresh_sandbox(services=["insights"])
         service = sandbox.insights
@@ -225,7 +248,8 @@ def test_time_column_fast_styles() -> None:
 
 
 def test_the_record_counter_counts_every_row(small_files: Sandbox,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+                                             caplog: pytest.LogCaptureFixture,
+                                             row_kind: str) -> None:
     config = _config(small_files, days=2)
     with caplog.at_level(logging.INFO, logger="singer_sdk.metrics"):
         out = sync_bytes(config, catalog=_catalog(config))

@@ -34,6 +34,7 @@ SDK members this reads or calls (singer-sdk 0.54.9; `common/fastsync.py` uses th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import operator
@@ -263,12 +264,15 @@ class WindowEmitter:
             return arrow.emit_window(reader, paths, head)  # type: ignore[no-any-return]
         return self.emit_chunks(reader.chunks(paths), head)
 
-    def emit_chunks(self, chunks: t.Iterable[RowChunk], head: tuple[str, str]) -> int:
-        """Write the rows of `chunks` (of one window); the number of rows."""
+    def emit_chunks(self, chunks: t.Generator[RowChunk, None, None],
+                    head: tuple[str, str]) -> int:
+        """Write the rows of `chunks` (of one window); the number of rows. A failure
+        closes `chunks` at once (its SFTP file too, while the connection is open)."""
         count = 0
-        for chunk in chunks:
-            self._emit_chunk(chunk, head)
-            count += len(chunk.rows)
+        with contextlib.closing(chunks):
+            for chunk in chunks:
+                self._emit_chunk(chunk, head)
+                count += len(chunk.rows)
         return count
 
     def _arrow_windows(self, reader: WindowReader) -> t.Any:

@@ -146,6 +146,9 @@ class InsightsService(Service):
         self.drop_once = False
         self.wrong_header = False  # the files' header names one column differently
         self.locate_lag = 0  # "not finish yet" answers from GET /dwh/Q/<id> after completion
+        #: Tests: (file index within its query, the file's CSV bytes) -> the bytes served
+        #: (odd quoting, bad values, broken rows in a file the server otherwise makes).
+        self.rewrite_csv: t.Callable[[int, bytes], bytes] | None = None
         #: None: files served by the built-in paramiko SFTP server. A directory: the files
         #: are written there (under their download paths) when a query is located, for an
         #: external SFTP server whose login directory it is (OpenSSH's sshd in the tests).
@@ -391,7 +394,8 @@ class InsightsService(Service):
             # report for each benchmark run).
             same = (tuple(query.fields), query.start, query.end,
                     json.dumps(query.body.get("filters"), sort_keys=True),
-                    tuple(query.rows), self.rows_override, self.wrong_header)
+                    tuple(query.rows), self.rows_override, self.wrong_header,
+                    self.rewrite_csv)
             if not query.local and same in self._written:
                 query.local = dict(zip(query.files, self._written[same]))
                 if self.export_dir:  # the external server serves them under their names
@@ -403,7 +407,8 @@ class InsightsService(Service):
             if not query.local:
                 rows = self.rows(query.fields, query.start, query.end,
                                  query.body.get("filters"))
-                for name, (_first, count) in zip(query.files, query.rows):
+                for index, (name, (_first, count)) in enumerate(zip(query.files,
+                                                                    query.rows)):
                     if self.export_dir:
                         local = os.path.join(self.export_dir, name)
                         os.makedirs(os.path.dirname(local), exist_ok=True)
@@ -412,7 +417,8 @@ class InsightsService(Service):
                     with open(local, "wb") as raw, gzip.GzipFile(
                         fileobj=raw, mode="wb", compresslevel=1, mtime=0
                     ) as gz:
-                        text = io.TextIOWrapper(gz, encoding="utf-8", newline="")
+                        out: t.Any = io.BytesIO() if self.rewrite_csv else gz
+                        text = io.TextIOWrapper(out, encoding="utf-8", newline="")
                         writer = csv.writer(text)
                         header = list(query.fields)
                         if self.wrong_header:
@@ -422,6 +428,8 @@ class InsightsService(Service):
                             writer.writerow(next(rows))
                         text.flush()
                         text.detach()
+                        if self.rewrite_csv:
+                            gz.write(self.rewrite_csv(index, out.getvalue()))
                     query.local[name] = local
                 self._written[same] = [query.local[name] for name in query.files]
             return query.local[path]
