@@ -10,9 +10,14 @@ import io
 import json
 import logging
 import math
+import signal
+import subprocess
+import sys
+import time
 import typing as t
 
 import pytest
+from helpers import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from singer_sdk import Stream, Tap
@@ -432,3 +437,41 @@ def test_a_signal_inside_a_stdout_write_lets_it_finish_then_writes_the_state() -
     assert [json.loads(x)["type"] for x in lines] == ["RECORD", "STATE", "STATE"]
     assert json.loads(lines[-1])["value"] == {"last": True}
     assert not writer.writing
+
+
+_SIGNAL_MID_WRITE = r"""
+import signal, sys
+from tap_analytics.common.writer import FastSingerWriter
+writer = FastSingerWriter(max_buffer_bytes=1 << 30)
+signal.signal(signal.SIGTERM, lambda *a: print("handler ran", file=sys.stderr, flush=True))
+for i in range(100_000):  # ~6 MB in one write: the pipe (64 KiB) holds it up
+    writer.write_line(b'{"type":"RECORD","stream":"s","record":{"id":%d}}\n' % i)
+print("writing", file=sys.stderr, flush=True)
+writer.write_line(b'{"type":"STATE","value":{"n":100000}}\n', final=True)
+"""
+
+
+def test_a_signal_handler_returning_inside_a_blocked_write_loses_no_byte() -> None:
+    """CPython's BufferedWriter.write returns early, with the count written so far, when a
+    signal handler runs inside a write that a full pipe holds up and returns (the tap's
+    SIGTERM handler does): the writer writes the rest, so the output is every line whole
+    (it was cut after 64 KiB, mid-line, with the STATE lost)."""
+    proc = subprocess.Popen([sys.executable, "-c", _SIGNAL_MID_WRITE], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert proc.stderr.readline() == b"writing\n"
+        time.sleep(0.3)  # the pipe is full: the write is blocked
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr.readline() == b"handler ran\n"
+        out = proc.stdout.read()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    lines = out.splitlines()
+    assert len(lines) == 100_001 and out.endswith(b"\n")
+    assert [json.loads(x)["record"]["id"] for x in lines[:-1]] == list(range(100_000))
+    assert json.loads(lines[-1]) == {"type": "STATE", "value": {"n": 100000}}

@@ -9,6 +9,7 @@ loses nothing.
 from __future__ import annotations
 
 import datetime as dt
+import select
 import sys
 import typing as t
 
@@ -46,6 +47,20 @@ def escape_line_breakers(data: bytes | bytearray) -> bytes | bytearray:
         if raw[:1] in data and raw[-1:] in data and raw in data:
             data = data.replace(raw, escaped)
     return data
+
+
+def _write_all(target: t.Any, data: bytes | bytearray) -> None:
+    """`target.write(data)`, every byte of it. A signal handler that runs inside a write
+    blocked on a full pipe and returns (the tap's SIGTERM handler does, so as not to cut
+    a line) makes CPython's BufferedWriter.write return early with the count written so
+    far (64 KiB of a 10 MiB write, seen here): the rest is written on."""
+    view = memoryview(data)
+    while view:
+        written = target.write(view)
+        if written is None:  # a non-blocking raw stream that took nothing: wait a little
+            select.select([], [target], [], 1.0)
+            continue
+        view = view[written:]
 
 
 def _isoformat_datetimes(node: t.Any) -> t.Any:
@@ -192,7 +207,7 @@ class FastSingerWriter(GenericSingerWriter[bytes, "Message"]):
                 sys.stdout.flush()  # anything printed as text goes first
                 data = self._buffer
                 self._buffer = bytearray()
-                target.write(escape_line_breakers(data))
+                _write_all(target, escape_line_breakers(data))
                 target.flush()
         finally:
             self._writing = False
