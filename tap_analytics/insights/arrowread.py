@@ -124,6 +124,8 @@ class FileReaders:
         self._sessions: list[SftpSession] = []
         self._lock = threading.Lock()
         self._queues: list[queue.Queue] = []
+        #: The first file of the window whose reading failed: later ones are not started.
+        self._failed_at = 0
         self._futures: list[cf.Future] = []
 
     def connect_ahead(self) -> None:
@@ -143,8 +145,9 @@ class FileReaders:
         """Start reading every file of `paths` (at most `workers` at once, in order); on
         leaving, the readers still running are stopped and waited for."""
         self._queues = [queue.Queue(maxsize=QUEUE_BATCHES) for _ in paths]
-        self._futures = [self._pool.submit(self._decode, p, q)
-                         for p, q in zip(paths, self._queues)]
+        self._failed_at = len(paths)
+        self._futures = [self._pool.submit(self._decode, i, p, q)
+                         for i, (p, q) in enumerate(zip(paths, self._queues))]
         try:
             yield self
         finally:
@@ -181,7 +184,9 @@ class FileReaders:
                 q.put(item, timeout=0.2)
                 return
 
-    def _decode(self, path: str, q: queue.Queue) -> None:
+    def _decode(self, index: int, path: str, q: queue.Queue) -> None:
+        if index > self._failed_at:
+            return  # a file before it failed: the caller stops there, never reads this one
         try:
             for batch in self._read_with_retries(path):
                 self._put(q, batch)
@@ -189,6 +194,8 @@ class FileReaders:
         except _Aborted:
             return
         except BaseException as exc:  # handed to the caller's thread, raised there
+            with self._lock:
+                self._failed_at = min(self._failed_at, index)
             with contextlib.suppress(_Aborted):
                 self._put(q, _Failed(exc))
 

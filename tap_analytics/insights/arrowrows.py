@@ -16,12 +16,12 @@ them (the tests compare both paths byte for byte), STATE messages at the same pl
 batch is cut where a STATE falls due), `time_extracted` read when a batch is handed to
 an encoder.
 
-Anything the Arrow path does not take as the Python path would (a CSV error, a changed
-header, a value that is not a date-time, a value msgspec could not encode) hands the
-rest of the window to the Python row path, from the first row not yet written: it emits
-the rows the Python path would have emitted before the problem, and raises the same
-error, word for word. A file that cannot be downloaded (the tries used up) fails as in
-the Python path.
+Data the Arrow path does not take as the Python path would (`columnar.BadData`: a CSV
+error, a changed header, a value that is not a date-time; or a value msgspec could not
+encode) hands the rest of the window to the Python row path, from the first row not yet
+written: it emits the rows the Python path would have emitted before the problem, and
+raises the same error, word for word. A download that fails (the tries used up, a
+refused login) fails as in the Python path, after the rows read before it.
 """
 
 from __future__ import annotations
@@ -33,14 +33,8 @@ import typing as t
 
 import pyarrow as pa
 
-from tap_analytics.common.errors import TapAnalyticsError
 from tap_analytics.insights import batchfiles, columnar, reports
-from tap_analytics.insights.arrowread import (
-    FileReaders,
-    ReadFailed,
-    bounded_memory,
-    encoder_count,
-)
+from tap_analytics.insights.arrowread import FileReaders, bounded_memory, encoder_count
 
 if t.TYPE_CHECKING:
     from tap_analytics.insights.download import WindowReader
@@ -130,8 +124,11 @@ class ArrowWindows:
                     raw = next(batches)
                 except StopIteration:
                     break
-                except (TapAnalyticsError, pa.ArrowException) as exc:
+                except (columnar.BadData, pa.ArrowInvalid) as exc:
                     failure = exc  # the batches before it are written first
+                    break
+                except Exception as exc:  # the download's (ReadFailed, SFTP login): raised
+                    failure = exc  # after the batches before it
                     break
                 for piece in self._pieces(raw, submitted):
                     pending.append(self._encoders.submit(
@@ -143,16 +140,16 @@ class ArrowWindows:
                         self._write(*pending.popleft().result())
             while pending:
                 self._write(*pending.popleft().result())
-        except (TapAnalyticsError, pa.ArrowException, UnicodeEncodeError) as exc:
+        except (columnar.BadData, pa.ArrowInvalid, UnicodeEncodeError) as exc:
             raise _HandOver(index, exc) from None  # an encoder's: the rows before are out
         finally:
             for future in pending:
                 future.cancel()
             cf.wait(pending)
-        if isinstance(failure, ReadFailed):
-            raise failure
-        if failure is not None:
+        if isinstance(failure, (columnar.BadData, pa.ArrowInvalid)):
             raise _HandOver(index, failure)
+        if failure is not None:
+            raise failure
 
     def _pieces(self, raw: pa.RecordBatch, submitted: int) -> t.Iterator[pa.RecordBatch]:
         """`raw` cut where a STATE falls due (after every `frequency` records)."""

@@ -55,6 +55,10 @@ def output_schema(columns: list[str]) -> pa.Schema:
     ])
 
 
+class BadData(TapAnalyticsError):
+    """A report file's data that the tap cannot take: its CSV, its header, a value."""
+
+
 class BadValue(ValueError):
     """A time value the row path would reject too (index into the batch given)."""
 
@@ -165,7 +169,7 @@ class ReportDecoder:
         (the RECORD path's key order), named by their record names.
 
         `fileobj` is the decompressed CSV (binary, file-like). Errors of the file itself
-        (header, width) are one TapAnalyticsError; errors of the transport (SftpDropped,
+        (header, width) are one BadData error; errors of the transport (SftpDropped,
         EOFError of a truncated gzip) pass through for the caller to retry.
         """
         try:
@@ -184,7 +188,10 @@ class ReportDecoder:
             raise self._csv_error(path, exc) from None
         try:
             header = reader.schema.names
-            reports.check_header(self.stream_name, path, header, self.columns)
+            try:
+                reports.check_header(self.stream_name, path, header, self.columns)
+            except TapAnalyticsError as exc:
+                raise BadData(exc.where, exc.message) from None
             names = [reports.column_name(c) for c in header]
             while True:
                 try:
@@ -209,15 +216,15 @@ class ReportDecoder:
                 try:
                     text = convert_times(text)
                 except BadValue as exc:
-                    raise TapAnalyticsError(
+                    raise BadData(
                         self.stream_name, f"report file {path} row "
                         f"{rows_before + exc.index + 1}: {name} "
                         f"{exc.value[:40]!r} is not a date-time") from None
             arrays.append(text)
         return pa.RecordBatch.from_arrays(arrays, names=raw.schema.names)
 
-    def _csv_error(self, path: str, exc: Exception) -> TapAnalyticsError:
-        return TapAnalyticsError(self.stream_name, f"report file {path}: unreadable CSV "
+    def _csv_error(self, path: str, exc: Exception) -> BadData:
+        return BadData(self.stream_name, f"report file {path}: unreadable CSV "
                                  f"({one_line(str(exc), 160)})")
 
 
