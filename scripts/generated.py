@@ -152,7 +152,8 @@ HUB_HEADER = """\
 #   meltano install
 #
 # (Not `meltano add extractor tap-analytics ...`: Meltano 4.4.1 reads that as two plugins and
-# adds this definition a second time, as a utility.) pip_url installs the published package;
+# adds this definition a second time, as a utility.) pip_url installs the published package
+# with its `batch` extra (pyarrow: BATCH files and the fast Insights row path);
 # to install from a git checkout or a local path, edit the plugin's pip_url in your
 # meltano.yml before `meltano install` (README.md, "Use it with your accounts").
 """
@@ -223,7 +224,9 @@ def hub_definition(about: dict) -> dict:
         "description": description,
         "docs": docs,
         "repo": repo,
-        "pip_url": about["name"],
+        # the `batch` extra (pyarrow, isal): BATCH files for the Insights streams and
+        # their faster row path (README.md, "Big Insights reports")
+        "pip_url": f"{about['name']}[batch]",
         "executable": about["name"],
         "capabilities": sorted(about["capabilities"]),
         "settings": hub_settings(about),

@@ -77,9 +77,9 @@ def test_meltano_add_from_ref_into_a_new_project_then_run(
     meltano("add", "--plugin-type", "extractor", "tap-analytics", "--from-ref", str(HUB_FILE),
             "--no-install")
     yml = project / "meltano.yml"
-    text, n = re.subn(r"(?m)^(\s*pip_url:\s*)tap-analytics\s*$", rf"\1-e {ROOT}",
-                      yml.read_text())
-    assert n == 1, "the added plugin has no `pip_url: tap-analytics` line"
+    text, n = re.subn(r"(?m)^(\s*pip_url:\s*)tap-analytics\[batch\]\s*$",
+                      rf"\1-e {ROOT}[batch]", yml.read_text())
+    assert n == 1, "the added plugin has no `pip_url: tap-analytics[batch]` line"
     yml.write_text(text)
     loader = tmp_path / "target-jsonl.yml"
     loader.write_text(yaml.safe_dump(_loader_definition("target-jsonl"), sort_keys=False))
@@ -91,7 +91,7 @@ def test_meltano_add_from_ref_into_a_new_project_then_run(
     assert set(plugins) == {"extractors", "loaders"}, f"unexpected plugins: {set(plugins)}"
     [tap] = plugins["extractors"]
     definition = yaml.safe_load(HUB_FILE.read_text())
-    assert tap["name"] == "tap-analytics" and tap["pip_url"] == f"-e {ROOT}"
+    assert tap["name"] == "tap-analytics" and tap["pip_url"] == f"-e {ROOT}[batch]"
     assert tap["capabilities"] == definition["capabilities"]
     assert [s["name"] for s in tap["settings"]] == [s["name"] for s in definition["settings"]]
 

@@ -50,7 +50,7 @@ def test_hub_definition_mirrors_the_tap(about: dict, definition: dict) -> None:
     assert definition["name"] == "tap-analytics"
     assert definition["namespace"] == "tap_analytics"
     assert definition["executable"] == "tap-analytics"
-    assert definition["pip_url"] == "tap-analytics"
+    assert definition["pip_url"] == "tap-analytics[batch]"  # pyarrow: BATCH, the Arrow row path
     assert set(definition["capabilities"]) == set(about["capabilities"])
     assert {"state", "catalog", "discover"} <= set(definition["capabilities"])
     declared = {s["name"]: s for s in definition["settings"]}
