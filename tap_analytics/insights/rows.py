@@ -22,6 +22,10 @@ messages at the same places (after every `STATE_MSG_FREQUENCY` records, after ea
 window, at the end) with the same bookmarks, the same record counter. The tests compare
 both outputs byte for byte.
 
+Where pyarrow is installed (the `batch` extra), `WindowEmitter.emit_window` hands each
+window to `arrowrows.ArrowWindows`, which builds the same lines with Arrow on encoder
+threads (every core) and hands report data it cannot take back to `emit_chunks` here.
+
 It runs only where `window_loop_applies` (see there); every other case, and BATCH mode
 (`_sync_records(write_messages=False)`), is the SDK's loop over the stream's dicts.
 
