@@ -182,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         goals.append(("6  Insights rows/s after ready: tap >= 1.0x plain extractor",
                       f"{rows['ratio_ready']:.2f}x ({rows['tap']['ready_rows_per_s']:,.0f} vs "
                       f"{rows['plain']['ready_rows_per_s']:,.0f})", rows["ratio_ready"] >= 1.0))
+        goals.append(("6  the same, csv module's row path (no pyarrow; no goal)",
+                      f"{rows['ratio_csv_ready']:.2f}x", None))
+        hours = r6["hours_per_tb"]
+        goals.append(("6  row path hours per TB: one tap here / per core / 8 cores",
+                      f"{hours['this_machine']:.1f} h ({hours['cores_here']} cores) / "
+                      f"{hours['one_core']:.1f} / {hours['eight_cores']:.1f}", None))
         big = max(rss[k]["peak_rss_mb"] for k in rss if k != "ratio")
         goals.append(("6  Insights peak RSS 10x / 1x <= 1.2, < 200 MB",
                       f"{rss['ratio']:.2f}x, {big:.0f} MB", rss["ratio"] <= 1.2 and big < 200))

@@ -4,22 +4,25 @@
     .venv/bin/python -m benchmarks.insights_rows --quick  # this section alone, smaller
 
 (a) rows/s on one report of the issue's shape (7 columns, two of them times, 470k rows in
-    2 csv.gz files, one window): the tap (`tap-analytics`, RECORD lines to a pipe) vs
-    `benchmarks/plain_insights.py` (requests + paramiko + gzip + csv + orjson), both
-    against the sandbox's HTTP + paramiko SFTP servers on loopback. "After the report
-    was ready": from the file list to the last row (the tap's window log line; the plain
-    extractor prints the same span), medians of `repeats` runs, alternated.
+    2 csv.gz files, one window): the tap (`tap-analytics`, RECORD lines to a pipe; with
+    pyarrow installed, the Arrow row path) vs `benchmarks/plain_insights.py` (requests +
+    paramiko + gzip + csv + orjson), and the tap with the csv module's row path (what a
+    tap installed without pyarrow runs), all against the sandbox's HTTP + paramiko SFTP
+    servers on loopback. "After the report was ready": from the file list to the last
+    row (the tap's window log line; the plain extractor prints the same span), medians
+    of `repeats` runs, alternated.
 (b) peak RSS of the tap at 1x and 10x that report: VmHWM of the tap process itself
     (sampled from /proc every 10 ms by `common.run_child`; the tap is exec'd, so nothing
     of this big process is counted).
 (c) SFTP download MB/s of one 128 MiB file from OpenSSH's sshd (`sandbox/sshd.py`, root
     only; skipped otherwise): the tap's `SftpSession.open_stream` (paramiko, pipelined
     reads) vs OpenSSH's `sftp` client (`get` to /dev/null), connection set-up included.
-(d) hours per TB: 1e12 bytes of report CSV (uncompressed) / (row path rows/s x CSV bytes
-    per row), for one core (one stream); for 8 cores, 8 taps on disjoint ranges (the
-    work per row is CPU-bound on one core each; Insights' 2-query limit is not the
-    bottleneck, queries finish before their files are read), capped by the SFTP MB/s of
-    (c) for the compressed bytes.
+(d) hours per TB: 1e12 bytes of report CSV (uncompressed) / CSV bytes per row = rows;
+    for one tap on this machine (rows / (a)'s rows/s), per core (rows x the tap's CPU
+    seconds per row, start-up included: the work is CPU-bound), and for 8 cores (8 taps
+    on disjoint ranges or reports; Insights' 2-query limit is not the bottleneck,
+    queries finish before their files are read), capped by the SFTP MB/s of (c) for the
+    compressed bytes.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ FIELDS = ["TimeStamp", "FlowId", "SessionId", "TransactionId", "IsTriggerAction"
 ROWS = 470_000
 #: 1x for the memory runs (10x = 1M rows: the sandbox writes them in about a minute)
 RSS_ROWS = 100_000
+#: `tap-analytics` with the csv module's row path (insights/rows.py), as a tap installed
+#: without pyarrow runs: the Arrow row path switched off before the CLI starts.
+_CSV_PATH_LAUNCHER = ("import sys; sys.argv[0] = 'tap-analytics'; "
+                      "from tap_analytics.insights import rows; rows.arrow_rows_enabled = False; "
+                      "from tap_analytics.tap import main; sys.exit(main())")
 _WINDOW_RATE = re.compile(r"window 1/1 .* done: (\d+) rows in ([\d.]+) s")
 _PLAIN_RATE = re.compile(r"plain: (\d+) rows in ([\d.]+) s after the report was ready")
 
@@ -84,21 +92,25 @@ def rows_per_s(sb: t.Any, tmp: Path, n: int, repeats: int,
     (tmp / "catalog.json").write_text(json.dumps(catalog_selecting(config, "insights_calls")))
     sb.insights.rows_override = n
     sb.insights.rows_per_file = -(-n // 2)  # two files
-    tap = [TAP, "--config", str(tmp / "config.json"), "--catalog", str(tmp / "catalog.json")]
+    args = ["--config", str(tmp / "config.json"), "--catalog", str(tmp / "catalog.json")]
+    tap = [TAP, *args]
+    # the same tap with the csv module's row path (as installed without pyarrow)
+    tap_csv = [PYTHON, "-c", _CSV_PATH_LAUNCHER, *args]
     plain = [PYTHON, "-m", "benchmarks.plain_insights", str(tmp / "config.json"),
              "insights_calls"]
     t0 = time.perf_counter()
     warm = _run(plain)  # the sandbox writes the report files once (reused by every run)
     log(f"    report files written and read once in {time.perf_counter() - t0:.1f} s "
         f"({warm['records']:,d} rows)")
-    runs: dict[str, list[dict]] = {"tap": [], "plain": []}
+    runs: dict[str, list[dict]] = {"tap": [], "plain": [], "tap_csv": []}
     for i in range(repeats):
         for label, cmd, pattern in (("tap", tap, _WINDOW_RATE),
-                                    ("plain", plain, _PLAIN_RATE)):
+                                    ("plain", plain, _PLAIN_RATE),
+                                    ("tap_csv", tap_csv, _WINDOW_RATE)):
             r = _run(cmd)
             r["ready_rows_per_s"] = _ready_rate(r["stderr"], pattern)
             runs[label].append(r)
-            log(f"    {label:5s} run {i + 1}/{repeats}: {r['records']:,d} rows, wall "
+            log(f"    {label:7s} run {i + 1}/{repeats}: {r['records']:,d} rows, wall "
                 f"{r['wall']:5.1f} s, CPU {r['cpu']:4.1f} s, "
                 f"{r['ready_rows_per_s']:,.0f} rows/s after the report "
                 f"was ready, peak RSS {r['peak_rss_mb']:.0f} MB (exit {r['rc']})")
@@ -114,6 +126,8 @@ def rows_per_s(sb: t.Any, tmp: Path, n: int, repeats: int,
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
         }
     out["ratio_ready"] = out["tap"]["ready_rows_per_s"] / out["plain"]["ready_rows_per_s"]
+    out["ratio_csv_ready"] = (out["tap_csv"]["ready_rows_per_s"]
+                              / out["plain"]["ready_rows_per_s"])
     out["ratio_wall"] = out["tap"]["wall_rows_per_s"] / out["plain"]["wall_rows_per_s"]
     out["ratio_cpu"] = out["plain"]["cpu_s"] / out["tap"]["cpu_s"]
     # bytes per row of the report, compressed and as CSV text
@@ -215,26 +229,36 @@ def run(*, n: int = ROWS, repeats: int = 3, rss_sizes: tuple[int, int] | None = 
             f"{r['plain']['ready_rows_per_s']:,.0f} rows/s after ready "
             f"(tap/plain {r['ratio_ready']:.2f}x); whole run {r['ratio_wall']:.2f}x; "
             f"CPU s tap {r['tap']['cpu_s']:.1f}, plain {r['plain']['cpu_s']:.1f} (whole "
-            "runs, start-up included)")
+            f"runs, start-up included); the csv module's row path (no pyarrow) "
+            f"{r['tap_csv']['ready_rows_per_s']:,.0f} rows/s ({r['ratio_csv_ready']:.2f}x), "
+            f"CPU s {r['tap_csv']['cpu_s']:.1f}")
         log(f"  (b) peak RSS at {rss_sizes[0]:,d} and {rss_sizes[1]:,d} rows")
         results["rss"] = m = peak_rss(sb, tmp, rss_sizes, log)
         log(f"    ratio {m['ratio']:.2f}x")
     log("  (c) SFTP MB/s from OpenSSH's sshd: the tap's client vs OpenSSH's sftp")
     results["sftp"] = s = sftp_speed(log)
-    rate = r["tap"]["ready_rows_per_s"]
-    per_core_h = 1e12 / (rate * r["csv_bytes_per_row"]) / 3600
-    gz_mb_s_8 = 8 * rate * r["gz_bytes_per_row"] / 1e6
+    rows_per_tb = 1e12 / r["csv_bytes_per_row"]
+    rate = r["tap"]["ready_rows_per_s"]  # one tap process on this machine's cores
+    machine_h = rows_per_tb / rate / 3600
+    # CPU-bound: the whole run's CPU seconds per row (start-up included) is what one core
+    # spends; 8 cores run 8 taps on disjoint ranges (or reports), capped by the SFTP side
+    cpu_per_row = r["tap"]["cpu_s"] / n
+    per_core_h = rows_per_tb * cpu_per_row / 3600
+    gz_mb_s_8 = 8 * r["gz_bytes_per_row"] / cpu_per_row / 1e6
     cap = s["tap"] if s else float("inf")
-    eight_h = per_core_h / 8 if gz_mb_s_8 <= cap else 1e12 / (
-        cap * 1e6 / r["gz_bytes_per_row"] * r["csv_bytes_per_row"]) / 3600
+    eight_h = per_core_h / 8 if gz_mb_s_8 <= cap else rows_per_tb * r["gz_bytes_per_row"] / (
+        cap * 1e6) / 3600
+    cores = len(os.sched_getaffinity(0))
     results["hours_per_tb"] = {"one_core": per_core_h, "eight_cores": eight_h,
+                               "this_machine": machine_h, "cores_here": cores,
                                "csv_bytes_per_row": r["csv_bytes_per_row"],
                                "gz_bytes_per_row": r["gz_bytes_per_row"],
                                "gz_mb_s_needed_8": gz_mb_s_8}
     log(f"  (d) {r['csv_bytes_per_row']:.0f} CSV bytes/row ({r['gz_bytes_per_row']:.1f} "
-        f"gzipped): 1 TB of report CSV = {1e12 / r['csv_bytes_per_row'] / 1e9:.1f} G rows; "
-        f"{per_core_h:.1f} h on one core, {eight_h:.1f} h on 8 (needs "
-        f"{gz_mb_s_8:.0f} MB/s of SFTP)")
+        f"gzipped): 1 TB of report CSV = {rows_per_tb / 1e9:.1f} G rows; one tap on this "
+        f"machine ({cores} cores) {machine_h:.1f} h; CPU {cpu_per_row * 1e6:.1f} us/row = "
+        f"{per_core_h:.1f} core-hours, {eight_h:.1f} h on 8 cores (needs {gz_mb_s_8:.0f} "
+        "MB/s of SFTP)")
     return results
 
 
