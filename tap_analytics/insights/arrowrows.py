@@ -33,6 +33,7 @@ import typing as t
 
 import pyarrow as pa
 
+from tap_analytics.common.errors import one_line
 from tap_analytics.insights import batchfiles, columnar, reports
 from tap_analytics.insights.arrowread import FileReaders, bounded_memory, encoder_count
 
@@ -75,10 +76,9 @@ class ArrowWindows:
         #: Batches being encoded ahead of the one being written.
         self.depth = encoders + 1
         self._schemas: dict[tuple[str, ...], tuple[pa.Schema, list[str]]] = {}
+        self._window_rows = 0  # rows of the window being written, in the files before
+        self._file_rows = 0  # rows of the file being written, written so far
         bounded_memory()
-
-    def connect_ahead(self) -> None:
-        self.readers.connect_ahead()
 
     def close(self) -> None:
         self.readers.close()
@@ -92,8 +92,7 @@ class ArrowWindows:
         number of rows."""
         if not paths:
             return 0
-        self._window_rows = 0  # rows of the window written
-        self._file_rows = 0  # rows of the current file written
+        self._window_rows = self._file_rows = 0
         try:
             with self.readers.open(paths) as readers:
                 for index, path in enumerate(paths):
@@ -105,7 +104,7 @@ class ArrowWindows:
             skip = self._file_rows
             LOGGER.info("%s: report file %s: the rest of the window from row %d of the file "
                         "is read row by row (%s)", self.stream_name, paths[over.file_index],
-                        skip + 1, type(over.reason).__name__)
+                        skip + 1, one_line(str(over.reason), 160))
             rest = self.emitter.emit_chunks(
                 reader.chunks(paths[over.file_index:], rows_before=done, skip=skip), head)
             return done + skip + rest
