@@ -191,7 +191,7 @@ def run(n: int = 1_000_000, repeats: int = 3, log: t.Callable[[str], None] = pri
             service.rows_override = rows
             service.rows_per_file = -(-rows // FILES)
             runs = []
-            for i in range(times):
+            for _ in range(times):
                 batches.mkdir(exist_ok=True)
                 result = run_child(label, [*cmd, *args], timeout=900)
                 got = _batch_rows(batches) if encoding else result.records
@@ -199,7 +199,7 @@ def run(n: int = 1_000_000, repeats: int = 3, log: t.Callable[[str], None] = pri
                 result.extra["after_ready_s"] = _after_ready(result.stderr_tail)
                 runs.append(result)
                 ready = result.extra["after_ready_s"]
-                log(f"    {label:13s} {rows:>9,d} rows, run {i + 1}/{times}: {got:,d} rows in "
+                log(f"    {label:13s} {rows:>9,d} rows: {got:,d} rows in "
                     f"{result.wall:6.2f} s ({rows / result.wall:9,.0f} rows/s; after the "
                     f"report was ready {ready if ready is not None else float('nan'):.1f} s), "
                     f"peak RSS {result.maxrss_kb / 1024:6.1f} MB (exit {result.returncode})")
@@ -209,8 +209,17 @@ def run(n: int = 1_000_000, repeats: int = 3, log: t.Callable[[str], None] = pri
 
         measure("plain", n, 1)  # warm-up: the sandbox writes the report files once
         results["csv_bytes_per_row"] = _csv_bytes(service) / n
+        # the repeated variants alternate, round by round (a shared machine's speed drifts
+        # over minutes: blocks of one variant would carry that drift into the ratios)
+        done: dict[str, list[Run]] = {label: [] for label in variants}
+        for _ in range(repeats):
+            for label in variants:
+                if label not in once:
+                    done[label] += measure(label, n, 1)
+        for label in once:
+            done[label] = measure(label, n, 1)
         for label in variants:
-            runs = measure(label, n, 1 if label in once else repeats)
+            runs = done[label]
             wall = median(r.wall for r in runs)
             ready = [r.extra["after_ready_s"] for r in runs if r.extra["after_ready_s"]]
             results["variants"][label] = {
