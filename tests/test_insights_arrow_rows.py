@@ -151,42 +151,36 @@ def test_other_line_endings(fresh_sandbox: t.Callable[..., Sandbox],
     assert out.count(b'{"type":"RECORD"') > 100
 
 
-def _bad_time(index: int, lines: list[bytes]) -> list[bytes]:
-    if index == 1:
-        lines[20] = _field(lines[20], 0, b"2024-02-30T00:00:00.000Z")
-    return lines
+def _broken(file_index: int, line: int, change: t.Callable[[bytes], bytes]
+            ) -> t.Callable[[int, list[bytes]], list[bytes]]:
+    """An edit that changes one line (0: the header) of one file of the window."""
+    def edit(index: int, lines: list[bytes]) -> list[bytes]:
+        if index == file_index:
+            lines[line] = change(lines[line])
+        return lines
+    return edit
 
 
-def _short_row(index: int, lines: list[bytes]) -> list[bytes]:
-    if index == 1:
-        lines[10] = lines[10].rsplit(b",", 1)[0]
-    return lines
+BROKEN = {
+    "bad_time": _broken(1, 20, lambda x: _field(x, 0, b"2024-02-30T00:00:00.000Z")),
+    "short_row": _broken(1, 10, lambda x: x.rsplit(b",", 1)[0]),
+    "unterminated_quote": _broken(0, 30, lambda x: _field(x, 2, b'"never closed')),
+    "changed_header": _broken(2, 0, lambda x: x.replace(b"ExitReason", b"ExitCause")),
+}
 
 
-def _unterminated_quote(index: int, lines: list[bytes]) -> list[bytes]:
-    if index == 0:
-        lines[30] = _field(lines[30], 2, b'"never closed')
-    return lines
-
-
-def _changed_header(index: int, lines: list[bytes]) -> list[bytes]:
-    if index == 2:
-        lines[0] = lines[0].replace(b"ExitReason", b"ExitCause")
-    return lines
-
-
-@pytest.mark.parametrize(("edit", "expected"), [
-    (_bad_time, r"row 20: timestamp '2024-02-30T00:00:00.000Z' is not a date-time"),
-    (_short_row, r"row 10: 7 values for 8 columns"),
-    (_unterminated_quote, r"row 30: \d values for 8 columns"),
-    (_changed_header, r"different header than the requested fields \(missing: ExitReason"),
+@pytest.mark.parametrize(("broken", "expected"), [
+    ("bad_time", r"row 20: timestamp '2024-02-30T00:00:00.000Z' is not a date-time"),
+    ("short_row", r"row 10: 7 values for 8 columns"),
+    ("unterminated_quote", r"row 30: \d values for 8 columns"),
+    ("changed_header", r"different header than the requested fields \(missing: ExitReason"),
 ])
 def test_a_broken_file_gives_the_same_rows_and_the_same_error(
         fresh_sandbox: t.Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture, edit: t.Callable, expected: str) -> None:
+        caplog: pytest.LogCaptureFixture, broken: str, expected: str) -> None:
     sandbox = fresh_sandbox(services=["insights"])
     sandbox.insights.rows_per_file = 40
-    sandbox.insights.rewrite_csv = _rewrite(edit)
+    sandbox.insights.rewrite_csv = _rewrite(BROKEN[broken])
     (out, error), handed_over = _both(sandbox, monkeypatch, caplog, days=1)
     assert error is not None and re.search(expected, error), error
     assert error.startswith(f"{APP}: report file ")
