@@ -139,8 +139,10 @@ class ArrowWindows:
                         self._write(*pending.popleft().result())
             while pending:
                 self._write(*pending.popleft().result())
-        except (columnar.BadData, pa.ArrowInvalid, UnicodeEncodeError) as exc:
-            raise _HandOver(index, exc) from None  # an encoder's: the rows before are out
+        except (columnar.BadData, pa.ArrowException, UnicodeEncodeError) as exc:
+            # an encoder's (any Arrow kernel's complaint about a value included): the
+            # rows before are out, the csv path takes the rest as it always did
+            raise _HandOver(index, exc) from None
         finally:
             for future in pending:
                 future.cancel()
