@@ -249,3 +249,32 @@ def test_days_that_do_not_exist_fail_as_in_the_row_path(bad: str) -> None:
     assert getattr(raised.value, "index", None) == 2
     ok = [v for v in values if v != bad]
     assert convert_times(pa.array(ok, pa.string())).to_pylist() == [to_datetime(v) for v in ok]
+
+
+def test_parquet_batches_are_gathered_into_row_groups(tmp_path: t.Any) -> None:
+    """Batches of ~2,000 rows go out as row groups of PARQUET_ROW_GROUP_ROWS (one group
+    per batch made 500 groups per 1M rows), in order, every row once."""
+    import pyarrow.parquet as pq
+    from singer_sdk.helpers._batch import BatchConfig
+
+    from tap_analytics.insights.batchfiles import PARQUET_ROW_GROUP_ROWS, BatchFile, encode
+
+    config = BatchConfig.from_dict({"encoding": {"format": "parquet", "compression": "none"},
+                                    "storage": {"root": tmp_path.as_uri()}})
+    schema = pa.schema([pa.field("row_number", pa.int64()), pa.field("v", pa.string())])
+    out = BatchFile(config, "f.parquet", schema)
+    total = 0
+    for _ in range(40):
+        n = 2_001
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(range(total, total + n), pa.int64()),
+             pa.array([f"v{k % 13}" for k in range(n)], pa.string())], schema=schema)
+        out.put(encode(batch, config), n)
+        total += n
+    path = tmp_path / "f.parquet"
+    assert not path.exists()  # nothing visible before the commit
+    out.commit()
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_rows == total
+    assert meta.num_row_groups == -(-total // PARQUET_ROW_GROUP_ROWS) == 2
+    assert pq.read_table(path).column("row_number").to_pylist() == list(range(total))

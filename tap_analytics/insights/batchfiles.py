@@ -133,6 +133,13 @@ def encode(batch: pa.RecordBatch, batch_config: BatchConfig, *,
     return member.compress(data) + member.flush()
 
 
+#: Rows per Parquet row group: batches are gathered up to this many and written as one
+#: group. One group per ~2,000-row batch made 500 groups per 1M rows (files ~7x larger on
+#: repetitive columns, dictionaries too small to pay; 0.70 vs 0.27 s CPU to write, in a
+#: 1M-row test); 65,536 rows of a report are ~9 MB of Arrow data held at a time.
+PARQUET_ROW_GROUP_ROWS = 1 << 16
+
+
 class BatchFile:
     """One batch file in the storage target; `put()` what `encode()` made of each batch,
     in order, then `commit()` -> URL."""
@@ -147,19 +154,31 @@ class BatchFile:
         self._parquet = pq.ParquetWriter(
             self._file, schema, compression="gzip" if self.gzip else "snappy"
         ) if self.format == "parquet" else None
+        self._group: list[pa.RecordBatch] = []  # Parquet: batches of the next row group
+        self._group_rows = 0
         self.rows = 0
 
     def put(self, encoded: t.Any, rows: int) -> None:
         """Write what `encode()` made of the file's next batch (in file order)."""
         if self._parquet is not None:
-            self._parquet.write_batch(encoded)
+            self._group.append(encoded)
+            self._group_rows += rows
+            if self._group_rows >= PARQUET_ROW_GROUP_ROWS:
+                self._write_group()
         else:
             self._file.write(encoded)
         self.rows += rows
 
+    def _write_group(self) -> None:
+        if self._group and self._parquet is not None:
+            self._parquet.write_table(pa.Table.from_batches(self._group),
+                                      row_group_size=max(self._group_rows, 1))
+        self._group, self._group_rows = [], 0
+
     def commit(self) -> str:
         """Finish the file and make it visible; its URL for the BATCH manifest."""
         if self._parquet is not None:
+            self._write_group()
             self._parquet.close()
         self._stack.close()  # closes the file and ends the storage's transaction (commit)
         return self.storage.get_url(self.filename)
