@@ -251,30 +251,37 @@ def test_days_that_do_not_exist_fail_as_in_the_row_path(bad: str) -> None:
     assert convert_times(pa.array(ok, pa.string())).to_pylist() == [to_datetime(v) for v in ok]
 
 
-def test_parquet_batches_are_gathered_into_row_groups(tmp_path: t.Any) -> None:
-    """Batches of ~2,000 rows go out as row groups of PARQUET_ROW_GROUP_ROWS (one group
-    per batch made 500 groups per 1M rows), in order, every row once."""
+def test_parquet_batches_are_gathered_into_row_groups(tmp_path: t.Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of ~2,000 rows go out as row groups of PARQUET_ROW_GROUP_BYTES of Arrow data
+    (one group per batch made 500 groups per 1M rows), in order, every row once."""
     import pyarrow.parquet as pq
     from singer_sdk.helpers._batch import BatchConfig
 
-    from tap_analytics.insights.batchfiles import PARQUET_ROW_GROUP_ROWS, BatchFile, encode
+    from tap_analytics.insights import batchfiles
+    from tap_analytics.insights.batchfiles import BatchFile, encode
 
     config = BatchConfig.from_dict({"encoding": {"format": "parquet", "compression": "none"},
                                     "storage": {"root": tmp_path.as_uri()}})
     schema = pa.schema([pa.field("row_number", pa.int64()), pa.field("v", pa.string())])
+
+    def batch(first: int, n: int) -> pa.RecordBatch:
+        return pa.RecordBatch.from_arrays(
+            [pa.array(range(first, first + n), pa.int64()),
+             pa.array([f"v{k % 13}" for k in range(n)], pa.string())], schema=schema)
+
+    # a group holds 16 batches: 40 batches are 3 groups (16, 16, 8)
+    monkeypatch.setattr(batchfiles, "PARQUET_ROW_GROUP_BYTES", batch(0, 2_001).nbytes * 16)
     out = BatchFile(config, "f.parquet", schema)
     total = 0
     for _ in range(40):
-        n = 2_001
-        batch = pa.RecordBatch.from_arrays(
-            [pa.array(range(total, total + n), pa.int64()),
-             pa.array([f"v{k % 13}" for k in range(n)], pa.string())], schema=schema)
-        out.put(encode(batch, config), n)
-        total += n
+        out.put(encode(batch(total, 2_001), config), 2_001)
+        total += 2_001
     path = tmp_path / "f.parquet"
     assert not path.exists()  # nothing visible before the commit
     out.commit()
     meta = pq.ParquetFile(path).metadata
     assert meta.num_rows == total
-    assert meta.num_row_groups == -(-total // PARQUET_ROW_GROUP_ROWS) == 2
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [
+        16 * 2_001, 16 * 2_001, 8 * 2_001]
     assert pq.read_table(path).column("row_number").to_pylist() == list(range(total))

@@ -133,11 +133,19 @@ def encode(batch: pa.RecordBatch, batch_config: BatchConfig, *,
     return member.compress(data) + member.flush()
 
 
-#: Rows per Parquet row group: batches are gathered up to this many and written as one
-#: group. One group per ~2,000-row batch made 500 groups per 1M rows (files ~7x larger on
-#: repetitive columns, dictionaries too small to pay; 0.70 vs 0.27 s CPU to write, in a
-#: 1M-row test); 65,536 rows of a report are ~9 MB of Arrow data held at a time.
-PARQUET_ROW_GROUP_ROWS = 1 << 16
+#: Arrow bytes per Parquet row group: batches (~2,000 rows each) are gathered up to this
+#: size and written as one group, so a wide report gets fewer rows per group and memory
+#: stays bounded whatever its column count (~5,800 rows of the benchmark's 8-field
+#: report, the fixed columns included). One group per batch made 500 groups per 1M rows
+#: (larger files on repetitive columns, more CPU to write). Peak RSS of the 1M-row
+#: BATCH benchmark grows with the group (the writer's buffers): 2 MiB 184-188 MB, 4 MiB
+#: 199-202 MB, 65,536 rows (~19 MB) ~230 MB, for files 35, 33 and 30 MB.
+PARQUET_ROW_GROUP_BYTES = 2 << 20
+#: Bytes of a column's dictionary page before the writer falls back to plain encoding
+#: (Arrow's default is 1 MiB). Report columns of ids and times rarely repeat: their
+#: dictionaries filled to the limit, were held per column and then dropped. At 64 KiB
+#: the 1M-row benchmark's files were ~8% smaller and written in ~25% less CPU.
+PARQUET_DICTIONARY_PAGE_BYTES = 64 << 10
 
 
 class BatchFile:
@@ -152,10 +160,12 @@ class BatchFile:
         self._stack = contextlib.ExitStack()
         self._file = self._stack.enter_context(self.storage.open(filename, "wb"))
         self._parquet = pq.ParquetWriter(
-            self._file, schema, compression="gzip" if self.gzip else "snappy"
+            self._file, schema, compression="gzip" if self.gzip else "snappy",
+            dictionary_pagesize_limit=PARQUET_DICTIONARY_PAGE_BYTES,
         ) if self.format == "parquet" else None
         self._group: list[pa.RecordBatch] = []  # Parquet: batches of the next row group
         self._group_rows = 0
+        self._group_bytes = 0
         self.rows = 0
 
     def put(self, encoded: t.Any, rows: int) -> None:
@@ -163,7 +173,8 @@ class BatchFile:
         if self._parquet is not None:
             self._group.append(encoded)
             self._group_rows += rows
-            if self._group_rows >= PARQUET_ROW_GROUP_ROWS:
+            self._group_bytes += encoded.nbytes
+            if self._group_bytes >= PARQUET_ROW_GROUP_BYTES:
                 self._write_group()
         else:
             self._file.write(encoded)
@@ -173,7 +184,7 @@ class BatchFile:
         if self._group and self._parquet is not None:
             self._parquet.write_table(pa.Table.from_batches(self._group),
                                       row_group_size=max(self._group_rows, 1))
-        self._group, self._group_rows = [], 0
+        self._group, self._group_rows, self._group_bytes = [], 0, 0
 
     def commit(self) -> str:
         """Finish the file and make it visible; its URL for the BATCH manifest."""

@@ -177,7 +177,7 @@ def stream_batches(stream: t.Any, batch_config: BatchConfig
                 total += rows
                 took = max(time.monotonic() - began, 1e-6)
                 LOGGER.info("%s: window %d/%d [%s, %s) done: %d rows in %d batch file(s) in "
-                            "%.1f s (%.0f rows/s); bookmark %s", stream.name, i + 1, len(todo),
+                            "%.2f s (%.0f rows/s); bookmark %s", stream.name, i + 1, len(todo),
                             iso_z(w_start), iso_z(w_end), rows, files, took, rows / took,
                             iso_z(w_end))
     finally:

@@ -268,7 +268,7 @@ class InsightsReportStream(BookmarkCheckMixin, FastRecordsMixin, Stream):
                     self._window_done(w_end, write=write_each)
                     took = max(time.monotonic() - began, 1e-6)
                     self.logger.info(
-                        "%s: window %d/%d [%s, %s) done: %d rows in %.1f s (%.0f rows/s); "
+                        "%s: window %d/%d [%s, %s) done: %d rows in %.2f s (%.0f rows/s); "
                         "bookmark %s", self.name, i + 1, len(todo), iso_z(w_start),
                         iso_z(w_end), rows, took, rows / took, iso_z(w_end))
         finally:
