@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"    {r4['csv_bytes_per_row']:.0f} CSV bytes/row: hours per TB of report CSV on "
              f"this machine ({os.cpu_count()} cores), after the report was ready: " + ", ".join(
                  f"{label} {h:.1f} h" for label, h in r4["hours_per_tb"].items()))
+        _log("    CPU per row (1x run less the 0.1x run) and core-hours per TB: " + ", ".join(
+            f"{label} {r4['cpu_us_per_row'][label]:.2f} us, {h:.1f} h ({h / 8:.1f} h on 8 "
+            "cores)" for label, h in r4["core_hours_per_tb"].items()))
         goals.append(("7  every variant delivered all rows, exit 0", f"{n:,} each",
                       all(x["ok"] for x in v4.values())
                       and all(x["ok"] for x in r4["small"].values())))
@@ -230,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r4['ratio_bulk_parquet_vs_plain']:.2f}x (fixed s: plain "
                       f"{fixed['plain']:.2f}, tap {fixed['bulk_jsonl']:.2f} / "
                       f"{fixed['bulk_parquet']:.2f})", None))
+        core_h = r4["core_hours_per_tb"]
+        goals.append(("7  BATCH hours per TB: per core / 8 cores (jsonl.gz, parquet)",
+                      f"{core_h['bulk_jsonl']:.1f} / {core_h['bulk_jsonl'] / 8:.1f}, "
+                      f"{core_h['bulk_parquet']:.1f} / {core_h['bulk_parquet'] / 8:.1f} "
+                      f"(plain {core_h['plain']:.1f} / {core_h['plain'] / 8:.1f})", None))
         goals.append(("7  BATCH jsonl.gz vs the SDK's default get_batches",
                       f"{r4['ratio_bulk_jsonl_vs_sdk']:.2f}x", None))
         for label, ratio in r4["rss_ratio_10x"].items():

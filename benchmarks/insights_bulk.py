@@ -230,11 +230,13 @@ def run(n: int = 1_000_000, repeats: int = 3, log: t.Callable[[str], None] = pri
                 "cpu_median_s": median(r.cpu for r in runs),
                 "peak_rss_mb": max(r.maxrss_kb for r in runs) / 1024,
             }
-        results["small"] = {}  # the BATCH variants at a tenth of the rows: peak RSS 1x/10x
-        for label in ("bulk_jsonl", "bulk_parquet"):
+        # a tenth of the rows: peak RSS 1x/10x, and the CPU of the rows alone (the
+        # difference of the two runs' CPU: start-up is not paid per row)
+        results["small"] = {}
+        for label in ("plain", "bulk_jsonl", "bulk_parquet"):
             small = measure(label, n // 10, 1)[0]
             results["small"][label] = {"rows": n // 10, "peak_rss_mb": small.maxrss_kb / 1024,
-                                       "ok": small.returncode == 0
+                                       "cpu_s": small.cpu, "ok": small.returncode == 0
                                        and small.extra["rows"] == n // 10}
     v = results["variants"]
     results["ratio_bulk_jsonl_vs_plain"] = v["bulk_jsonl"]["rows_per_s"] / v["plain"]["rows_per_s"]
@@ -246,7 +248,8 @@ def run(n: int = 1_000_000, repeats: int = 3, log: t.Callable[[str], None] = pri
     results["ratio_bulk_jsonl_vs_sdk"] = (v["bulk_jsonl"]["rows_per_s"]
                                           / v["sdk_batches"]["rows_per_s"])
     results["rss_ratio_10x"] = {label: v[label]["peak_rss_mb"] / small["peak_rss_mb"]
-                                for label, small in results["small"].items()}
+                                for label, small in results["small"].items()
+                                if label != "plain"}
     results["stream"] = stream
     # 1 TB of report CSV at the rates after the report was ready, on this machine's cores
     # (the bulk path uses them all; the plain extractor one)
@@ -254,6 +257,16 @@ def run(n: int = 1_000_000, repeats: int = 3, log: t.Callable[[str], None] = pri
         label: 1e12 / (v[label]["rows_per_s_after_ready"] * results["csv_bytes_per_row"]) / 3600
         for label in ("plain", "bulk_jsonl", "bulk_parquet")
         if v[label]["rows_per_s_after_ready"]}
+    # CPU-bound: the CPU seconds per row (the n-row run's CPU less the n/10-row run's, over
+    # the rows between: start-up is paid once per run, not per row) is what a core spends;
+    # 8 cores take a TB in an eighth of that (a tap uses up to 4 encoder threads: several
+    # taps on disjoint date ranges, or several reports, fill them)
+    rows_per_tb = 1e12 / results["csv_bytes_per_row"]
+    results["cpu_us_per_row"] = {
+        label: (v[label]["cpu_median_s"] - small["cpu_s"]) / (n - small["rows"]) * 1e6
+        for label, small in results["small"].items()}
+    results["core_hours_per_tb"] = {label: rows_per_tb * us / 1e6 / 3600
+                                    for label, us in results["cpu_us_per_row"].items()}
     return results
 
 
