@@ -224,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         # that a 1M-row report does not pay back: printed, no goal.
         for label in ("bulk_jsonl", "bulk_parquet"):
             ratio = r4[f"ratio_{label}_vs_plain_after_ready"]
+            best = r4[f"ratio_{label}_vs_plain_best_after_ready"]
             goals.append((f"7  {label} >= 2x plain, rows/s after the report was ready",
-                          f"{ratio:.2f}x" if ratio else "-", bool(ratio and ratio >= 2)))
+                          f"{ratio:.2f}x ({best:.2f}x plain's fastest run)"
+                          if ratio and best else "-", bool(ratio and ratio >= 2)))
         fixed = {label: v4[label]["wall_median_s"] - (v4[label]["after_ready_median_s"] or 0)
                  for label in ("plain", "bulk_jsonl", "bulk_parquet")}
         goals.append(("7  BATCH jsonl.gz / parquet vs plain, whole run (no goal)",
