@@ -143,16 +143,18 @@ def test_state_after_each_batch_covers_exactly_the_emitted_windows(
     assert "2024-01-05T00:00:00.000000+00:00" in marks
 
 
-def fault_config(sandbox: Sandbox, root: Path, end_day: int = 2, **extra: t.Any) -> dict:
+def fault_config(sandbox: Sandbox, root: Path, end_day: int = 2,
+                 encoding: tuple[str, str] = ("jsonl", "gzip"), **extra: t.Any) -> dict:
     config = one_report(sandbox.config(), **extra)
     config["end_date"] = days(end_day)
-    config["batch_config"] = batch_config(root)
+    config["batch_config"] = batch_config(root, *encoding)
     return config
 
 
+@pytest.mark.parametrize("encoding", FORMATS[:2])
 def test_dropped_connection_mid_file_rereads_it(
         fresh_sandbox: t.Callable[..., Sandbox], tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, encoding: tuple[str, str]) -> None:
     sandbox = fresh_sandbox(services=["insights"])
     service = sandbox.insights
     service.query_seconds = 0.05
@@ -160,7 +162,7 @@ def test_dropped_connection_mid_file_rereads_it(
     service.rows_per_file = 20_000  # two files, decoded in parallel
     service.drop_once = True
     with caplog.at_level(logging.WARNING):
-        result = run_inprocess(fault_config(sandbox, tmp_path, end_day=1))
+        result = run_inprocess(fault_config(sandbox, tmp_path, end_day=1, encoding=encoding))
     assert service.drops == 1
     batches = delivered(result)
     assert [len(b) for b in batches] == [20_000, 20_000]
@@ -172,12 +174,13 @@ def test_dropped_connection_mid_file_rereads_it(
     assert len(warned) == 1 and "SFTP connection dropped" in warned[0]
 
 
+@pytest.mark.parametrize("encoding", FORMATS[:2])
 def test_truncated_gzip_once_is_read_again(fresh_sandbox: t.Callable[..., Sandbox],
-                                           tmp_path: Path) -> None:
+                                           tmp_path: Path, encoding: tuple[str, str]) -> None:
     sandbox = fresh_sandbox(services=["insights"])
     sandbox.insights.query_seconds = 0.05
     sandbox.insights.truncate = "once"
-    result = run_inprocess(fault_config(sandbox, tmp_path))
+    result = run_inprocess(fault_config(sandbox, tmp_path, encoding=encoding))
     assert sandbox.insights.truncations == 1
     rows = [r for b in delivered(result) for r in b]
     assert as_compared(rows, APP_FIELDS) == expected_rows(
